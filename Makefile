@@ -1,0 +1,43 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Each creates its own virtual environment on first use and reuses it after.
+PYTHON ?= python3
+VENV ?= .venv
+EDGE_VENV ?= .venv-edge
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: demo test test-edge lint clean
+
+# The edge box's environment: the `edge` extra only, no TensorFlow.
+$(EDGE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(EDGE_VENV)/bin/pip install $(PIP_FLAGS) -e '.[edge,dev]'
+	touch $@
+
+# The full environment: edge, train (TensorFlow, Keras, tf2onnx) and dev tools.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[all,dev]'
+	touch $@
+
+# The main job on an embedded default: a generated line-camera data set in the real Kaggle layout,
+# validated by the same loader training uses. (The daemon demo replaces this once it lands.)
+demo: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/steel-train synth --out data/demo --images 24 --seed 0
+	$(EDGE_VENV)/bin/steel-train check-data data/demo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Everything: lint, types, and the whole test suite (TensorFlow tests included).
+test: lint
+	$(VENV)/bin/python -m pytest
+
+# The edge suite where only the `edge` extra is installed: TensorFlow tests skip, the rest must pass.
+test-edge: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/python -m pytest -m "not tf"
+
+clean:
+	rm -rf $(VENV) $(EDGE_VENV) data/demo .pytest_cache .mypy_cache .ruff_cache

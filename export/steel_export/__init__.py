@@ -1,0 +1,1 @@
+"""steel-export: Keras model to an ONNX file that carries its own contract."""

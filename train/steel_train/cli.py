@@ -1,0 +1,108 @@
+"""``steel-train``: generate data, check data sets, fit and evaluate models.
+
+TensorFlow is imported inside the sub-commands that build models, so ``synth`` and ``check-data`` start
+in a fraction of a second and run where only the light dependencies are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from steel_edge.data.errors import DataError
+
+NOT_BUILT = 3  # exit status for a command a later release delivers
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from steel_edge.data.synth import write_dataset
+
+    summary = write_dataset(Path(args.out), images=args.images, seed=args.seed, progress=not args.quiet)
+    print(json.dumps(summary, indent=None if args.json else 2))
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from steel_edge.data.labelled import detect_layout, load_labelled
+    from steel_edge.data.severstal import load_severstal
+
+    root = Path(args.data)
+    layout = detect_layout(root)
+    summary: dict[str, object]
+    if layout == "severstal":
+        ds = load_severstal(root, on_error=args.on_error)
+        summary = {
+            "layout": "severstal",
+            "csv_form": ds.csv_form,
+            "images": len(ds),
+            "defect_free": ds.defect_free,
+            "images_per_class": {str(k): v for k, v in ds.class_counts().items()},
+        }
+        issues = ds.issues
+    else:
+        lds = load_labelled(root, on_error=args.on_error)
+        summary = {"layout": "labelled", "form": lds.form, "images": len(lds),
+                   "images_per_class": lds.class_counts()}
+        issues = lds.issues
+    summary["skipped"] = [str(i) for i in issues]
+    print(json.dumps(summary, indent=None if args.json else 2))
+    return 0
+
+
+def _not_built(name: str, issue: int) -> int:
+    print(f"steel-train {name}: not built yet (arrives with issue #{issue})", file=sys.stderr)
+    return NOT_BUILT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steel-train", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a synthetic data set in the Kaggle Severstal layout")
+    synth.add_argument("--out", required=True, help="output folder (gets train.csv and train_images/)")
+    synth.add_argument("--images", type=int, default=200, help="number of 1600x256 images")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same data")
+    synth.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(func=_cmd_synth)
+
+    check = sub.add_parser("check-data", help="validate a data folder and summarise it")
+    check.add_argument("data", help="Severstal-layout or labelled-image folder")
+    check.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                       help="stop at the first bad row (raise) or skip bad rows with a warning")
+    check.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    check.set_defaults(func=_cmd_check_data)
+
+    fit = sub.add_parser("fit", help="train a model (issue #3)")
+    fit.add_argument("--data", action="append", required=True)
+    fit.add_argument("--model", choices=["seg", "cls", "baseline"], required=True)
+    fit.add_argument("--out", required=True)
+    fit.add_argument("--epochs", type=int)
+    fit.add_argument("--config")
+    fit.set_defaults(func=lambda a: _not_built("fit", 3))
+
+    evaluate = sub.add_parser("evaluate", help="score a model on a data folder (issue #3)")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=lambda a: _not_built("evaluate", 3))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (DataError, FileNotFoundError) as exc:
+        print(f"steel-train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
