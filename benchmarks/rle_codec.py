@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -49,7 +50,7 @@ def main() -> None:
     dec_min, dec_med = best_of(lambda: decode(rle), args.repeat)
     enc_min, enc_med = best_of(lambda: encode(mask), args.repeat)
     print(json.dumps({
-        "machine": f"{platform.machine()} {platform.processor() or ''} cpus={len(__import__('os').sched_getaffinity(0))}",
+        "machine": f"{platform.machine()} cpus={len(os.sched_getaffinity(0))}",
         "defect_px": int(mask.sum()),
         "runs": len(rle.split()) // 2,
         "decode_ms_min": round(dec_min * 1e3, 3),

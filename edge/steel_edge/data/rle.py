@@ -39,8 +39,8 @@ def parse_runs(rle: str, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> tuple[np.n
             warnings.simplefilter("error", DeprecationWarning)
             values = np.fromstring(text, dtype=np.int64, sep=" ")
     except (ValueError, DeprecationWarning):
-        bad = next((t for t in text.split() if not t.isdigit()), text)
-        raise RLEError(f"RLE holds a value that is not a non-negative integer: {bad!r}") from None
+        token = next((t for t in text.split() if not t.isdigit()), text)
+        raise RLEError(f"RLE holds a value that is not a non-negative integer: {token!r}") from None
     if values.size % 2:
         raise RLEError(f"RLE has an odd number of values ({values.size}); expected start/length pairs")
     starts = values[0::2] - 1
@@ -85,7 +85,7 @@ def decode(rle: str, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> Mask:
         steps[first[1:]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
         flat[np.cumsum(steps)] = 1
     # Column-major numbering: the flat array is W columns of H pixels; cv2's transpose is 10x numpy's copy.
-    return cv2.transpose(flat.reshape(width, height))
+    return np.asarray(cv2.transpose(flat.reshape(width, height)), dtype=np.uint8)
 
 
 def encode(mask: npt.ArrayLike) -> str:
