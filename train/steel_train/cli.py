@@ -12,9 +12,10 @@ import logging
 import sys
 from pathlib import Path
 
-from steel_edge.data.errors import DataError
+import yaml
 
-NOT_BUILT = 3  # exit status for a command a later release delivers
+from steel_edge.configfile import ConfigError
+from steel_edge.data.errors import DataError
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -52,9 +53,28 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_built(name: str, issue: int) -> int:
-    print(f"steel-train {name}: not built yet (arrives with issue #{issue})", file=sys.stderr)
-    return NOT_BUILT
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from steel_train.config import load_train_config
+    from steel_train.fit import fit
+
+    overrides = {"fit.epochs": args.epochs, "fit.seed": args.seed, "fit.steps_per_epoch": args.steps_per_epoch}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError([f"command line: --set {item!r}: expected KEY=VALUE"])
+        overrides[key.strip()] = yaml.safe_load(value)
+    cfg = load_train_config(args.model, args.config, overrides)
+    result = fit([Path(d) for d in args.data], cfg, Path(args.out))
+    print(json.dumps(result["metrics"], indent=2, default=str))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from steel_train.evaluate import evaluate_path
+
+    result = evaluate_path(Path(args.model), Path(args.data), Path(args.plot) if args.plot else None)
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,19 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     check.set_defaults(func=_cmd_check_data)
 
-    fit = sub.add_parser("fit", help="train a model (issue #3)")
-    fit.add_argument("--data", action="append", required=True)
-    fit.add_argument("--model", choices=["seg", "cls", "baseline"], required=True)
-    fit.add_argument("--out", required=True)
-    fit.add_argument("--epochs", type=int)
-    fit.add_argument("--config")
-    fit.set_defaults(func=lambda a: _not_built("fit", 3))
+    fit = sub.add_parser("fit", help="train a model and write a run folder")
+    fit.add_argument("--data", action="append", required=True, help="data folder; repeat to combine several")
+    fit.add_argument("--model", choices=["seg", "cls", "baseline"], required=True, help="which network")
+    fit.add_argument("--out", required=True, help="run folder to write")
+    fit.add_argument("--epochs", type=int, help="override fit.epochs")
+    fit.add_argument("--seed", type=int, help="override fit.seed")
+    fit.add_argument("--steps-per-epoch", type=int, help="override fit.steps_per_epoch")
+    fit.add_argument("--config", help="YAML config (default: configs/train_<model>.yaml)")
+    fit.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override any config key, e.g. --set data.val_fraction=0.25 (repeatable)")
+    fit.set_defaults(func=_cmd_fit)
 
-    evaluate = sub.add_parser("evaluate", help="score a model on a data folder (issue #3)")
+    evaluate = sub.add_parser("evaluate", help="score a model (.keras, .onnx or run folder) on a data folder")
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--json", action="store_true")
-    evaluate.set_defaults(func=lambda a: _not_built("evaluate", 3))
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object on one line")
+    evaluate.add_argument("--plot", help="write the worst-image overlay (seg) or confusion matrix (cls) PNG here")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 
@@ -99,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"steel-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,57 @@
+"""Training config and split: light, no TensorFlow needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steel_edge.configfile import ConfigError
+from steel_train.config import load_train_config
+from steel_train.split import stratified_split
+
+
+def test_kind_defaults_and_repo_yaml() -> None:
+    seg = load_train_config("seg")
+    assert seg.model_kind == "seg" and seg.model.input_width == 1600 and seg.data.crop_width == 512
+    cls = load_train_config("cls")
+    assert (cls.model.input_height, cls.model.input_width) == (128, 128)
+    base = load_train_config("baseline")
+    assert (base.model.input_height, base.model.input_width) == (120, 120)
+    assert seg.postprocess.min_area == (600, 600, 900, 2000)
+
+
+def test_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("config_version: 1\ndata:\n  batch_size: 0\n  bogus: true\nmodel:\n  output_stride: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_train_config("seg", path)
+    problems = info.value.problems
+    assert any(p.startswith(f"{path}:3: data.batch_size:") for p in problems)
+    assert any(p.startswith(f"{path}:4: data.bogus: Extra inputs") for p in problems)
+    assert any(f"{path}:6: model" in p and "output_stride" in p for p in problems)
+
+
+def test_flag_overrides_and_flag_errors(tmp_path: Path) -> None:
+    cfg = load_train_config("seg", None, {"fit.epochs": 3, "fit.seed": None, "data.augment.hflip": False})
+    assert cfg.fit.epochs == 3 and cfg.fit.seed == 0 and cfg.data.augment.hflip is False
+    with pytest.raises(ConfigError, match="command line: fit.learning_rate"):
+        load_train_config("seg", None, {"fit.learning_rate": -1})
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("data:\n  batch_size: [1\n")
+    with pytest.raises(ConfigError, match="broken.yaml:3: not valid YAML"):
+        load_train_config("seg", path)
+
+
+def test_stratified_split_is_deterministic_and_stratified() -> None:
+    keys = [(3,)] * 50 + [(1,)] * 10 + [()] * 40 + [(2, 4)]
+    train, val = stratified_split(keys, 0.2, seed=7)
+    assert (train, val) == stratified_split(keys, 0.2, seed=7)
+    assert set(train).isdisjoint(val) and sorted(train + val) == list(range(len(keys)))
+    val_keys = [keys[i] for i in val]
+    assert val_keys.count((3,)) == 10 and val_keys.count((1,)) == 2 and val_keys.count(()) == 8
+    assert (2, 4) not in val_keys  # a group of one stays in training
+    assert stratified_split(keys, 0.2, seed=8) != (train, val)

@@ -1,0 +1,46 @@
+"""The tuner's fast low-resolution Dice must equal what the edge's post-processing then scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from steel_edge.metrics import dice
+from steel_edge.postprocess import PostprocessParams, postprocess
+from steel_train.tune import tune_postprocess
+
+
+def _case(seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    n, s = 12, 4
+    probs = (rng.random((n, 4, 64, 400)) * 0.3).astype(np.float32)
+    presence = rng.random((n, 4)).astype(np.float32)
+    truths = []
+    for i in range(n):
+        true = np.zeros((4, 256, 1600), np.uint8)
+        for c in range(4):
+            if rng.random() < 0.5:
+                y, x = int(rng.integers(0, 200)), int(rng.integers(0, 1500))
+                hh, ww = int(rng.integers(8, 50)), int(rng.integers(8, 90))
+                true[c, y:y + hh, x:x + ww] = 1
+                probs[i, c, y // s:(y + hh) // s, x // s:(x + ww) // s] = rng.uniform(0.4, 0.95)
+                presence[i, c] = rng.uniform(0.3, 1.0)
+            if rng.random() < 0.3:  # a false-positive blob
+                y, x = int(rng.integers(0, 60)), int(rng.integers(0, 390))
+                probs[i, c, y:y + 3, x:x + 5] = rng.uniform(0.4, 0.9)
+        truths.append(true)
+    return probs, presence, truths
+
+
+def test_tuned_dice_matches_postprocess_path() -> None:
+    probs, presence, truths = _case(0)
+    start = PostprocessParams()
+    defaults = {k: list(getattr(start, k)) for k in ("presence_threshold", "pixel_threshold", "min_component",
+                                                     "min_area")}
+    chosen, report = tune_postprocess(probs, presence, truths, 4, defaults)
+    params = PostprocessParams(**chosen)
+    for c, choice in enumerate(report):
+        scores = [dice(postprocess(probs[n], presence[n], params).masks[c], truths[n][c]) for n in range(len(truths))]
+        assert abs(np.mean(scores) - choice.dice) < 1e-5
+        before = [dice(postprocess(probs[n], presence[n], start).masks[c], truths[n][c]) for n in range(len(truths))]
+        assert abs(np.mean(before) - choice.dice_default) < 1e-5
+        assert choice.dice >= choice.dice_default

@@ -1,0 +1,197 @@
+"""``steel-train evaluate`` and the end of a fit: predictions -> the edge's post-processing -> metrics.
+
+Segmentation is scored through ``steel_edge.postprocess``, the code the daemon runs, so a Dice figure
+here is the Dice the line gets. A model is a ``.keras`` file, an ``.onnx`` file or a run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from steel_edge.data.labelled import detect_layout, load_labelled
+from steel_edge.data.rle import HEIGHT, WIDTH
+from steel_edge.data.severstal import SeverstalImage, load_severstal
+from steel_edge.metrics import SegmentationScores, all_empty_dice, classification_report
+
+if TYPE_CHECKING:
+    from steel_edge.postprocess import PostprocessParams
+
+log = logging.getLogger(__name__)
+WORST_PANELS = 6
+
+
+class SegPredictor(Protocol):
+    @property
+    def stride(self) -> int: ...
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, H, W) uint8 tiles -> (N, 4, H/stride, W/stride) probabilities and (N, 4) presence."""
+        ...
+
+
+@dataclass
+class KerasSeg:
+    model: Any
+    batch_size: int = 4
+
+    @property
+    def stride(self) -> int:
+        probe = self.model(np.zeros((1, HEIGHT, WIDTH, 1), np.float32), training=False)
+        return HEIGHT // int(probe["masks"].shape[1])
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.model.predict(images[..., None].astype(np.float32), batch_size=self.batch_size, verbose=0)
+        return np.transpose(out["masks"], (0, 3, 1, 2)), out["presence"]
+
+
+def _batches(items: Sequence[SeverstalImage], size: int) -> Iterator[list[SeverstalImage]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+def score_seg(
+    predictor: SegPredictor, items: Sequence[SeverstalImage], params: PostprocessParams, batch_size: int = 8,
+) -> tuple[dict[str, Any], list[tuple[float, SeverstalImage, np.ndarray]]]:
+    """Kaggle Dice and friends over ``items``; also (image Dice, item, predicted masks) for the overlays."""
+    from steel_edge.postprocess import postprocess
+
+    scores = SegmentationScores()
+    per_image: list[tuple[float, SeverstalImage, np.ndarray]] = []
+    present = []
+    for batch in _batches(items, batch_size):
+        images = np.stack([item.read() for item in batch])
+        probs, presence = predictor(images)
+        for n, item in enumerate(batch):
+            result = postprocess(probs[n], None if presence is None else presence[n], params,
+                                 frame_size=(HEIGHT, WIDTH))
+            true = item.masks()
+            dice = scores.update(result.masks, true)
+            present.append(true.reshape(4, -1).any(axis=1))
+            per_image.append((float(dice.mean()), item, result.masks))
+    metrics = scores.result()
+    metrics["dice_all_empty"] = all_empty_dice(np.array(present)) if present else float("nan")
+    return metrics, per_image
+
+
+def worst_panels(per_image: list[tuple[float, SeverstalImage, np.ndarray]]) -> list[Any]:
+    ranked = sorted(per_image, key=lambda t: t[0])[:WORST_PANELS]
+    return [(f"{item.image_id}  Dice {d:.3f}  true classes {list(item.classes)}", item.read(), item.masks(), pred)
+            for d, item, pred in ranked]
+
+
+def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path) -> dict[str, Any]:
+    """Tune post-processing on the validation split, then score it through the edge's code path."""
+    from steel_edge.postprocess import PostprocessParams
+
+    from steel_train import plots
+    from steel_train.tune import tune_postprocess
+
+    items = [SeverstalImage(r.path.name, r.path, r.rles) for r in val_src.records]
+    predictor = KerasSeg(model)
+    stride = predictor.stride
+    defaults = cfg.postprocess
+    start = {k: list(getattr(defaults, k)) for k in
+             ("presence_threshold", "pixel_threshold", "min_component", "min_area")}
+    default_params = PostprocessParams(gate=defaults.gate, **start)
+    chosen = start
+    tuning: list[dict[str, Any]] = []
+    if defaults.tune:
+        probs, presence = predictor(np.stack([item.read() for item in items]))
+        chosen, report = tune_postprocess(probs, presence, [item.masks() for item in items], stride, start,
+                                          soft_gate=defaults.gate == "soft")
+        tuning = [vars(r) for r in report]
+    params = PostprocessParams(gate=defaults.gate, **chosen)
+    (out / "postprocess.json").write_text(params.model_dump_json(indent=2))
+    before, _ = score_seg(predictor, items, default_params)
+    metrics, per_image = score_seg(predictor, items, params)
+    metrics["dice_mean_default_params"] = before["dice_mean"]
+    metrics["tuning"] = tuning
+    metrics["split"] = "validation"
+    plots.worst_overlays(worst_panels(per_image), out / "plots" / "worst_val.png",
+                         title=f"worst validation images, Dice {metrics['dice_mean']:.4f}")
+    return metrics
+
+
+def finish_cls_run(model: Any, val_xy: tuple[np.ndarray, np.ndarray], names: Sequence[str], out: Path,
+                   kind: str) -> dict[str, Any]:
+    from steel_train import plots
+
+    x, y = val_xy
+    pred = np.argmax(model.predict(x, batch_size=64, verbose=0), axis=1)
+    report = classification_report(y, pred, list(names))
+    report["split"] = "validation"
+    plots.confusion_plot(np.array(report["confusion_matrix"]), names, out / "plots" / "confusion.png",
+                         title=f"{kind}: validation accuracy {report['accuracy']:.4f} ({len(y)} images)")
+    return report
+
+
+# ---------------------------------------------------------------- evaluate a saved model on a data folder
+
+def _resolve(model_path: Path) -> tuple[Path, dict[str, Any], PostprocessParams | None]:
+    """The model file, the run's record (if any) and its tuned post-processing (if any)."""
+    from steel_edge.postprocess import PostprocessParams
+
+    if model_path.is_dir():
+        run = json.loads((model_path / "run.json").read_text()) if (model_path / "run.json").is_file() else {}
+        pp = model_path / "postprocess.json"
+        params = PostprocessParams.model_validate_json(pp.read_text()) if pp.is_file() else None
+        return model_path / "model.keras", run, params
+    return model_path, {}, None
+
+
+def evaluate_path(model_path: Path | str, data: Path | str, out: Path | None = None) -> dict[str, Any]:
+    """Metrics of a model on a data folder as one JSON-ready dict (``steel-train evaluate``)."""
+    model_file, run, params = _resolve(Path(model_path))
+    if model_file.suffix == ".onnx":
+        raise NotImplementedError("evaluating .onnx models arrives with steel-export (issue #4)")
+    import keras
+
+    from steel_train import losses  # noqa: F401  (registers the custom loss for loading)
+
+    model = keras.models.load_model(model_file, compile=False)
+    kind = run.get("model_kind") or {"steel_seg": "seg", "steel_cls": "cls"}.get(model.name, "baseline")
+    layout = detect_layout(data)
+    result: dict[str, Any] = {"model": str(model_path), "data": str(data), "model_kind": kind}
+    if kind == "seg":
+        if layout != "severstal":
+            raise ValueError(f"{data}: a seg model needs a Severstal-layout folder")
+        from steel_edge.postprocess import PostprocessParams
+
+        ds = load_severstal(data, on_error="skip")
+        metrics, per_image = score_seg(KerasSeg(model), ds.images, params or PostprocessParams())
+        result.update(metrics)
+        if out is not None:
+            from steel_train import plots
+
+            plots.worst_overlays(worst_panels(per_image), out, title=f"worst images, Dice {metrics['dice_mean']:.4f}")
+        return result
+    from steel_train.fit import baseline_label
+    from steel_train.pipeline import ClsRecord, cls_arrays
+
+    if kind == "cls":
+        lds = load_labelled(data, on_error="skip")
+        names = run.get("class_names") or list(lds.classes)
+        records = [ClsRecord(i.path, names.index(i.label)) for i in lds.items]
+    else:
+        ds = load_severstal(data, on_error="skip")
+        names = ["1", "2", "3", "4"]
+        records = [ClsRecord(i.path, baseline_label(dict(i.rles))) for i in ds.images if i.classes]
+    h, w = model.input_shape[1:3]
+    from steel_train.config import ModelConfig
+
+    x, y = cls_arrays(records, ModelConfig(input_height=h, input_width=w))
+    pred = np.argmax(model.predict(x, batch_size=64, verbose=0), axis=1)
+    result.update(classification_report(y, pred, names))
+    if out is not None:
+        from steel_train import plots
+
+        plots.confusion_plot(np.array(result["confusion_matrix"]), names, out,
+                             title=f"{kind}: accuracy {result['accuracy']:.4f} on {data}")
+    return result

@@ -1,0 +1,231 @@
+"""``steel-train fit``: data, model, fit, tune, evaluate, plots — top to bottom, one config object.
+
+A run folder holds everything needed to reproduce and judge the run: ``model.keras``, the resolved
+``config.yaml``, ``run.json`` (code version, data fingerprint, environment, timings), ``history.csv``,
+``metrics.json``, ``postprocess.json`` (seg: tuned per-class parameters) and ``plots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steel_edge.configfile import dump_config
+from steel_edge.data.labelled import detect_layout, load_labelled
+from steel_edge.data.rle import area
+from steel_edge.data.severstal import load_severstal
+from steel_train.config import TrainConfig
+from steel_train.pipeline import ClsRecord, SegRecord
+from steel_train.runinfo import code_version, data_fingerprint, environment
+from steel_train.split import stratified_split
+
+log = logging.getLogger(__name__)
+SEG_CLASS_NAMES = ("1", "2", "3", "4")
+
+
+def load_seg_records(folders: Sequence[Path]) -> list[SegRecord]:
+    records: list[SegRecord] = []
+    for source, folder in enumerate(folders):
+        if detect_layout(folder) != "severstal":
+            raise ValueError(f"{folder}: seg and baseline models need the Severstal layout (train.csv)")
+        ds = load_severstal(folder, on_error="skip")
+        for issue in ds.issues:
+            log.warning("skipped %s", issue)
+        records += [SegRecord(item.path, dict(item.rles), source) for item in ds.images]
+    return records
+
+
+def load_cls_records(folders: Sequence[Path]) -> tuple[list[ClsRecord], tuple[str, ...]]:
+    datasets = []
+    for folder in folders:
+        if detect_layout(folder) != "labelled":
+            raise ValueError(f"{folder}: the cls model needs the labelled-image layout (labels.csv or class folders)")
+        datasets.append(load_labelled(folder, on_error="skip"))
+    classes = tuple(sorted({c for ds in datasets for c in ds.classes}))
+    records = [ClsRecord(item.path, classes.index(item.label), source)
+               for source, ds in enumerate(datasets) for item in ds.items]
+    return records, classes
+
+
+def baseline_label(rles: dict[int, str]) -> int:
+    """The original notebook's target: the image's defect class (the largest one when there are several)."""
+    return max(rles, key=lambda c: area(rles[c])) - 1
+
+
+def seed_everything(seed: int) -> None:
+    import keras
+
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    keras.utils.set_random_seed(seed)
+
+
+def make_strategy(name: str) -> Any:
+    """The tf.distribute strategy the config names; ``default`` is one device (CPU or one GPU)."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("distribute.strategy=multi_worker needs the TF_CONFIG environment variable (see README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def lr_callback(cfg: TrainConfig) -> Any:
+    import keras
+
+    fit = cfg.fit
+    if fit.schedule == "plateau":
+        return keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=max(1, fit.patience // 2), verbose=1)
+
+    def schedule(epoch: int, lr: float) -> float:
+        if epoch < fit.warmup_epochs:
+            return fit.learning_rate * (epoch + 1) / (fit.warmup_epochs + 1)
+        if fit.schedule == "constant":
+            return fit.learning_rate
+        span = max(1, fit.epochs - fit.warmup_epochs)
+        progress = (epoch - fit.warmup_epochs) / span
+        return fit.learning_rate * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+    return keras.callbacks.LearningRateScheduler(schedule)
+
+
+def callbacks(cfg: TrainConfig, out: Path, monitor: str) -> list[Any]:
+    import keras
+
+    mode = "max" if "accuracy" in monitor else "min"
+    return [
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.fit.patience,
+                                      restore_best_weights=True, verbose=1),
+        keras.callbacks.ModelCheckpoint(str(out / "checkpoint.keras"), monitor=monitor, mode=mode,
+                                        save_best_only=True),
+        keras.callbacks.CSVLogger(str(out / "history.csv")),
+        lr_callback(cfg),
+    ]
+
+
+def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dict[str, Any]:
+    """Train ``cfg.model_kind`` on ``folders``, write the run folder ``out``, return the metrics."""
+    import keras
+
+    from steel_train import evaluate, plots
+    from steel_train.models import build_baseline, build_cls, build_seg
+
+    started = time.time()
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    paths = [Path(f) for f in folders]
+    if cfg.data.source_weights is not None and len(cfg.data.source_weights) != len(paths):
+        raise ValueError(f"data.source_weights has {len(cfg.data.source_weights)} entries for {len(paths)} --data")
+    dump_config(cfg, out / "config.yaml")
+    seed_everything(cfg.fit.seed)
+    kind = cfg.model_kind
+    verbose = 1 if os.isatty(1) else 2
+
+    # ---- data
+    if kind == "cls":
+        cls_records, class_names = load_cls_records(paths)
+        keys: list[Any] = [r.label for r in cls_records]
+    else:
+        seg_records = load_seg_records(paths)
+        if kind == "baseline":
+            seg_records = [r for r in seg_records if r.classes]
+            class_names = SEG_CLASS_NAMES
+            keys = [baseline_label(r.rles) for r in seg_records]
+        else:
+            class_names = SEG_CLASS_NAMES
+            keys = [(r.source, r.classes) for r in seg_records]
+    train_idx, val_idx = stratified_split(keys, cfg.data.val_fraction, cfg.data.split_seed)
+    log.info("%s: %d training and %d validation images from %d folder(s)", kind, len(train_idx), len(val_idx),
+             len(paths))
+    if not train_idx or not val_idx:
+        raise ValueError(f"too few images to split ({len(keys)}); need at least two per class set")
+
+    # ---- model and fit
+    strategy = make_strategy(cfg.distribute.strategy)
+    with strategy.scope():
+        if kind == "seg":
+            from steel_train.losses import BceDiceLoss
+            from steel_train.pipeline import SegSource, seg_datasets
+
+            model = build_seg(cfg.model)
+            model.compile(
+                optimizer=keras.optimizers.Adam(cfg.fit.learning_rate),
+                loss={"masks": BceDiceLoss(cfg.fit.dice_weight), "presence": keras.losses.BinaryCrossentropy()},
+                loss_weights={"masks": 1.0, "presence": cfg.fit.presence_weight},
+                metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy")]},
+            )
+        else:
+            n = len(class_names)
+            model = build_cls(cfg.model, n) if kind == "cls" else build_baseline(cfg.model, n)
+            model.compile(optimizer=keras.optimizers.Adam(cfg.fit.learning_rate),
+                          loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+
+    if kind == "seg":
+        train_src = SegSource([seg_records[i] for i in train_idx], cfg.data.cache)
+        val_src = SegSource([seg_records[i] for i in val_idx], True)
+        train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, cfg.fit.seed, cfg.fit.epochs)
+        steps = min(steps, cfg.fit.steps_per_epoch or steps)
+        monitor = "val_loss"
+        history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.fit.epochs, steps_per_epoch=steps,
+                            callbacks=callbacks(cfg, out, monitor), verbose=verbose, shuffle=False)
+    else:
+        from steel_train.pipeline import cls_arrays, cls_datasets
+
+        if kind == "cls":
+            recs = cls_records
+        else:
+            recs = [ClsRecord(r.path, baseline_label(r.rles), r.source) for r in seg_records]
+        train_xy = cls_arrays([recs[i] for i in train_idx], cfg.model)
+        val_xy = cls_arrays([recs[i] for i in val_idx], cfg.model)
+        square = kind == "cls" and cfg.model.input_height == cfg.model.input_width
+        train_ds, val_ds = cls_datasets(train_xy, val_xy, cfg.data, len(class_names), cfg.fit.seed, square)
+        monitor = "val_accuracy"
+        history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.fit.epochs,
+                            steps_per_epoch=cfg.fit.steps_per_epoch, callbacks=callbacks(cfg, out, monitor),
+                            verbose=verbose, shuffle=False)
+    fit_seconds = time.time() - started
+    model.save(out / "model.keras")
+    (out / "checkpoint.keras").unlink(missing_ok=True)  # model.keras holds the restored best weights
+
+    # ---- tune (seg), evaluate on the validation split, plots
+    if kind == "seg":
+        metrics = evaluate.finish_seg_run(model, val_src, cfg, out)
+    else:
+        metrics = evaluate.finish_cls_run(model, val_xy, class_names, out, kind)
+    plots.history_plot(out / "history.csv", out / "plots" / "history.png", title=f"{kind} training history")
+    if kind == "seg":
+        names = ["1", "2", "3", "4", "none"]
+        counts = [sum(c in seg_records[i].classes for i in train_idx) for c in (1, 2, 3, 4)]
+        counts.append(sum(not seg_records[i].classes for i in train_idx))
+    else:
+        names = list(class_names)
+        counts = np.bincount([keys[i] for i in train_idx], minlength=len(class_names)).tolist()
+    plots.class_count_plot(names, counts, out / "plots" / "class_counts.png",
+                           title=f"training images per class ({kind}, {len(train_idx)} images)")
+
+    run = {
+        "model_kind": kind,
+        "data": [str(f.resolve()) for f in paths],
+        "data_fingerprint": data_fingerprint(paths),
+        "code_version": code_version(),
+        "class_names": list(class_names),
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
+        "epochs_run": len(history.history.get("loss", [])),
+        "fit_seconds": round(fit_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+        "params": int(model.count_params()),
+        "environment": environment(),
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return {"run": run, "metrics": metrics}

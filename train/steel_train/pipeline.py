@@ -1,0 +1,252 @@
+"""From data folders to ``tf.data`` pipelines: loading, class balancing, crops, augmentation, targets.
+
+Images are decoded once (OpenCV, in parallel threads: it releases the GIL) and kept in memory when
+``data.cache`` is on; each epoch's sampling plan (which image, how often, which random seed) is drawn
+up front from the run's seed, so a run is reproducible even though ``tf.data`` maps in parallel.
+Augmentation happens here, outside the model graph, so the exported model holds none of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from steel_edge.data.imageio import read_gray
+from steel_edge.data.rle import HEIGHT, WIDTH, decode
+from steel_train.config import AugmentConfig, DataConfig, ModelConfig
+
+
+@dataclass(frozen=True)
+class SegRecord:
+    """One Severstal-layout image: its file, its labels, and which --data folder it came from."""
+
+    path: Path
+    rles: dict[int, str]
+    source: int
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return tuple(sorted(c for c, r in self.rles.items() if r))
+
+
+@dataclass(frozen=True)
+class ClsRecord:
+    path: Path
+    label: int
+    source: int = 0
+
+
+def label_map(rles: dict[int, str], shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
+    """(H, W) uint8: 0 for clean pixels, k for class k (the real masks never overlap)."""
+    out = np.zeros(shape, np.uint8)
+    for class_id, rle in sorted(rles.items()):
+        if rle:
+            out[decode(rle, shape) > 0] = class_id
+    return out
+
+
+def _parallel(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(fn, items))
+
+
+class SegSource:
+    """Images and label maps for seg training, held in memory (``cache``) or read per sample."""
+
+    def __init__(self, records: Sequence[SegRecord], cache: bool) -> None:
+        self.records = list(records)
+        self.cache = cache
+        self._images: list[np.ndarray] | None = None
+        self._labels: list[np.ndarray] | None = None
+        if cache:
+            self._images = _parallel(lambda r: read_gray(r.path, expect=(HEIGHT, WIDTH)), self.records)
+            self._labels = _parallel(lambda r: label_map(r.rles), self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._images is not None and self._labels is not None:
+            return self._images[i], self._labels[i]
+        rec = self.records[i]
+        return read_gray(rec.path, expect=(HEIGHT, WIDTH)), label_map(rec.rles)
+
+
+def repeat_factors(records: Sequence[SegRecord], cfg: DataConfig) -> np.ndarray:
+    """Expected appearances per epoch of each image: rare-class boost times its source's weight."""
+    weights = cfg.source_weights
+    factors = np.ones(len(records), dtype=np.float64)
+    if cfg.balance_rare:
+        counts = {c: sum(c in r.classes for r in records) for c in (1, 2, 3, 4)}
+        top = max(counts.values()) or 1
+        for i, rec in enumerate(records):
+            boosts = [math.sqrt(top / counts[c]) for c in rec.classes if counts[c]]
+            factors[i] = min(float(cfg.max_repeat), max(boosts, default=1.0))
+    if weights is not None:
+        factors *= np.array([weights[r.source] for r in records], dtype=np.float64)
+    return factors
+
+
+def epoch_plan(factors: np.ndarray, per_image: int, seed: int, epoch: int) -> np.ndarray:
+    """(n, 2) int64 rows of (image index, sample seed) for one epoch, shuffled.
+
+    A fractional factor becomes a random whole number of appearances with that mean, so a source
+    weight of 0.3 shows each of its images in about 30% of epochs.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    whole = np.floor(factors).astype(np.int64)
+    whole += rng.random(len(factors)) < (factors - whole)
+    idx = np.repeat(np.arange(len(factors)), whole * per_image)
+    rng.shuffle(idx)
+    seeds = rng.integers(0, 2**31 - 1, size=idx.size)
+    return np.stack([idx, seeds], axis=1)
+
+
+def augment_pair(image: np.ndarray, labels: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """Flips move image and labels together; brightness and contrast touch the image only."""
+    if aug.hflip and rng.random() < 0.5:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    if aug.vflip and rng.random() < 0.5:
+        image, labels = image[::-1], labels[::-1]
+    out = image.astype(np.float32)
+    if aug.contrast or aug.brightness:
+        gain = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
+        shift = rng.uniform(-aug.brightness, aug.brightness) * 255.0
+        mean = float(out.mean())
+        out = np.clip((out - mean) * gain + mean + shift, 0, 255)
+    return out, np.ascontiguousarray(labels)
+
+
+def choose_crop(labels: np.ndarray, width: int, bias: float, rng: np.random.Generator) -> int:
+    """Left edge of a crop: centred on a random defect column with probability ``bias``."""
+    full = labels.shape[1]
+    if width >= full:
+        return 0
+    if rng.random() < bias:
+        cols = np.flatnonzero(labels.any(axis=0))
+        if cols.size:
+            centre = int(cols[rng.integers(cols.size)])
+            return int(np.clip(centre - width // 2 + rng.integers(-width // 4, width // 4 + 1), 0, full - width))
+    return int(rng.integers(0, full - width + 1))
+
+
+def seg_targets(labels: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Soft per-class masks at 1/stride (the share of each cell's pixels in the class) and presence."""
+    h, w = labels.shape
+    onehot = (labels[..., None] == np.arange(1, 5, dtype=np.uint8)).astype(np.float32)
+    if stride > 1:
+        onehot = onehot.reshape(h // stride, stride, w // stride, stride, 4).mean(axis=(1, 3))
+    presence = (labels.reshape(-1)[:, None] == np.arange(1, 5)).any(axis=0).astype(np.float32)
+    return onehot, presence
+
+
+def seg_train_sample(
+    source: SegSource, index: int, seed: int, data: DataConfig, stride: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image, labels = source.get(index)
+    crop_h = min(data.crop_height, image.shape[0])
+    crop_w = min(data.crop_width, image.shape[1])
+    y0 = int(rng.integers(0, image.shape[0] - crop_h + 1))
+    x0 = choose_crop(labels[y0:y0 + crop_h], crop_w, data.defect_crop_bias, rng)
+    img, lab = augment_pair(image[y0:y0 + crop_h, x0:x0 + crop_w], labels[y0:y0 + crop_h, x0:x0 + crop_w],
+                            data.augment, rng)
+    masks, presence = seg_targets(lab, stride)
+    return img[..., None], masks, presence
+
+
+def seg_datasets(
+    train: SegSource, val: SegSource, data: DataConfig, model: ModelConfig, seed: int, epochs: int
+) -> tuple[Any, Any, int]:
+    """(train dataset over all epochs, validation dataset of full tiles, steps per epoch)."""
+    import tensorflow as tf
+
+    stride = model.output_stride * model.input_downsample
+    factors = repeat_factors(train.records, data)
+    plans = [epoch_plan(factors, data.crops_per_image, seed, e) for e in range(epochs)]
+    steps = max(1, min(len(p) for p in plans) // data.batch_size)
+    plan = np.concatenate([p[: steps * data.batch_size] for p in plans])
+
+    def load(row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return seg_train_sample(train, int(row[0]), int(row[1]), data, stride)
+
+    def tf_load(row: Any) -> tuple[Any, dict[str, Any]]:
+        img, masks, presence = tf.numpy_function(load, [row], [tf.float32, tf.float32, tf.float32])
+        img.set_shape((data.crop_height, data.crop_width, 1))
+        masks.set_shape((data.crop_height // stride, data.crop_width // stride, 4))
+        presence.set_shape((4,))
+        return img, {"masks": masks, "presence": presence}
+
+    opts = tf.data.Options()
+    opts.deterministic = True
+    train_ds = (tf.data.Dataset.from_tensor_slices(plan).with_options(opts)
+                .map(tf_load, num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(data.batch_size, drop_remainder=True).prefetch(2))
+
+    def val_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        items = [val.get(i) for i in range(len(val))]
+        imgs = np.stack([i for i, _ in items]).astype(np.float32)[..., None]
+        targets = [seg_targets(lab, stride) for _, lab in items]
+        return imgs, np.stack([m for m, _ in targets]), np.stack([p for _, p in targets])
+
+    vi, vm, vp = val_arrays()
+    val_ds = tf.data.Dataset.from_tensor_slices((vi, {"masks": vm, "presence": vp})).batch(4)
+    return train_ds, val_ds, steps
+
+
+def resize_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Read an image as grayscale and resize it to (height, width) with area averaging."""
+    image = read_gray(path)
+    if image.shape != size:
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def cls_arrays(records: Sequence[ClsRecord], model: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """All images resized to the model's input, as (N, H, W, 1) float32, and their integer labels."""
+    size = (model.input_height, model.input_width)
+    images = _parallel(lambda r: resize_gray(r.path, size), records)
+    x = np.stack(images).astype(np.float32)[..., None] if images else np.zeros((0, *size, 1), np.float32)
+    return x, np.array([r.label for r in records], dtype=np.int64)
+
+
+def cls_datasets(
+    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], data: DataConfig,
+    num_classes: int, seed: int, square_rotations: bool,
+) -> tuple[Any, Any]:
+    """Shuffled, augmented training batches and plain validation batches (one-hot labels)."""
+    import tensorflow as tf
+
+    aug = data.augment
+
+    def augment(x: Any, y: Any) -> tuple[Any, Any]:
+        if aug.hflip:
+            x = tf.image.random_flip_left_right(x)
+        if aug.vflip:
+            x = tf.image.random_flip_up_down(x)
+        if square_rotations:  # surface textures have no up: any quarter turn is the same class
+            x = tf.image.rot90(x, tf.random.uniform((), 0, 4, dtype=tf.int32))
+        if aug.brightness:
+            x = x + tf.random.uniform((), -aug.brightness, aug.brightness) * 255.0
+        if aug.contrast:
+            mean = tf.reduce_mean(x)
+            x = (x - mean) * tf.random.uniform((), 1 - aug.contrast, 1 + aug.contrast) + mean
+        return tf.clip_by_value(x, 0.0, 255.0), y
+
+    x, y = train
+    train_ds = (tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, num_classes)))
+                .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+                .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(data.batch_size).prefetch(2))
+    vx, vy = val
+    val_ds = tf.data.Dataset.from_tensor_slices((vx, tf.one_hot(vy, num_classes))).batch(data.batch_size)
+    return train_ds, val_ds
