@@ -55,3 +55,11 @@ def test_stratified_split_is_deterministic_and_stratified() -> None:
     assert val_keys.count((3,)) == 10 and val_keys.count((1,)) == 2 and val_keys.count(()) == 8
     assert (2, 4) not in val_keys  # a group of one stays in training
     assert stratified_split(keys, 0.2, seed=8) != (train, val)
+
+
+def test_adding_a_group_leaves_other_groups_split_alone() -> None:
+    real = [("real", (3,))] * 20 + [("real", ())] * 5
+    synth = [("synth", (3,))] * 40 + [("synth", (1,))] * 10
+    _, val_alone = stratified_split(real, 0.2, seed=0)
+    _, val_mixed = stratified_split(synth + real, 0.2, seed=0)
+    assert [i - len(synth) for i in val_mixed if i >= len(synth)] == val_alone

@@ -58,14 +58,19 @@ def _batches(items: Sequence[SeverstalImage], size: int) -> Iterator[list[Severs
 
 def score_seg(
     predictor: SegPredictor, items: Sequence[SeverstalImage], params: PostprocessParams, batch_size: int = 8,
+    groups: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[float, SeverstalImage, np.ndarray]]]:
-    """Kaggle Dice and friends over ``items``; also (image Dice, item, predicted masks) for the overlays."""
+    """Kaggle Dice and friends over ``items``; also (image Dice, item, predicted masks) for the overlays.
+
+    With ``groups`` (one name per item, e.g. its data folder) the metrics also hold ``per_group``.
+    """
     from steel_edge.postprocess import postprocess
 
     scores = SegmentationScores()
+    by_group: dict[str, tuple[SegmentationScores, list[np.ndarray]]] = {}
     per_image: list[tuple[float, SeverstalImage, np.ndarray]] = []
     present = []
-    for batch in _batches(items, batch_size):
+    for start, batch in zip(range(0, len(items), batch_size), _batches(items, batch_size), strict=True):
         images = np.stack([item.read() for item in batch])
         probs, presence = predictor(images)
         for n, item in enumerate(batch):
@@ -73,10 +78,21 @@ def score_seg(
                                  frame_size=(HEIGHT, WIDTH))
             true = item.masks()
             dice = scores.update(result.masks, true)
-            present.append(true.reshape(4, -1).any(axis=1))
+            has = np.asarray(true.reshape(4, -1).any(axis=1))
+            present.append(has)
+            if groups is not None:
+                group_scores, group_present = by_group.setdefault(groups[start + n], (SegmentationScores(), []))
+                group_scores.update(result.masks, true)
+                group_present.append(has)
             per_image.append((float(dice.mean()), item, result.masks))
     metrics = scores.result()
     metrics["dice_all_empty"] = all_empty_dice(np.array(present)) if present else float("nan")
+    if groups is not None:
+        metrics["per_group"] = {
+            name: {**{k: v for k, v in s.result().items() if k in ("images", "dice_mean", "dice_per_class")},
+                   "dice_all_empty": all_empty_dice(np.array(p))}
+            for name, (s, p) in by_group.items()
+        }
     return metrics, per_image
 
 
@@ -86,10 +102,9 @@ def worst_panels(per_image: list[tuple[float, SeverstalImage, np.ndarray]]) -> l
             for d, item, pred in ranked]
 
 
-def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path) -> dict[str, Any]:
+def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Sequence[str]) -> dict[str, Any]:
     """Tune post-processing on the validation split, then score it through the edge's code path."""
     from steel_edge.postprocess import PostprocessParams
-
     from steel_train import plots
     from steel_train.tune import tune_postprocess
 
@@ -109,8 +124,10 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path) -> dict[str, A
         tuning = [vars(r) for r in report]
     params = PostprocessParams(gate=defaults.gate, **chosen)
     (out / "postprocess.json").write_text(params.model_dump_json(indent=2))
-    before, _ = score_seg(predictor, items, default_params)
-    metrics, per_image = score_seg(predictor, items, params)
+    groups = [data_names[r.source] for r in val_src.records]
+    before, _ = score_seg(predictor, items, default_params, groups=groups)
+    metrics, per_image = score_seg(predictor, items, params, groups=groups)
+    metrics["per_group_default_params"] = before["per_group"]
     metrics["dice_mean_default_params"] = before["dice_mean"]
     metrics["tuning"] = tuning
     metrics["split"] = "validation"

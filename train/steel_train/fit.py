@@ -142,7 +142,7 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
             keys = [baseline_label(r.rles) for r in seg_records]
         else:
             class_names = SEG_CLASS_NAMES
-            keys = [(r.source, r.classes) for r in seg_records]
+            keys = [(paths[r.source].resolve().as_posix(), r.classes) for r in seg_records]
     train_idx, val_idx = stratified_split(keys, cfg.data.val_fraction, cfg.data.split_seed)
     log.info("%s: %d training and %d validation images from %d folder(s)", kind, len(train_idx), len(val_idx),
              len(paths))
@@ -198,7 +198,7 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
 
     # ---- tune (seg), evaluate on the validation split, plots
     if kind == "seg":
-        metrics = evaluate.finish_seg_run(model, val_src, cfg, out)
+        metrics = evaluate.finish_seg_run(model, val_src, cfg, out, [f"{i}:{p.name}" for i, p in enumerate(paths)])
     else:
         metrics = evaluate.finish_cls_run(model, val_xy, class_names, out, kind)
     plots.history_plot(out / "history.csv", out / "plots" / "history.png", title=f"{kind} training history")
@@ -227,5 +227,8 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
         "environment": environment(),
     }
     (out / "run.json").write_text(json.dumps(run, indent=2))
+    # Which images the model never trained on: evaluate or tune on exactly these later.
+    val_paths = [str((cls_records if kind == "cls" else seg_records)[i].path) for i in val_idx]
+    (out / "split.json").write_text(json.dumps({"validation": val_paths}, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"run": run, "metrics": metrics}

@@ -95,7 +95,8 @@ def build_cls(cfg: ModelConfig, num_classes: int) -> keras.Model:
     for stage in range(cfg.depth):
         x = _conv_bn(x, cfg.width * 2**stage)
         x = layers.MaxPooling2D(2)(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    # Average pooling describes a texture, max pooling catches one local feature (an inclusion, a pit).
+    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
     x = layers.Dropout(cfg.dropout)(x)
     probs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model(image, probs, name="steel_cls")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
@@ -22,11 +23,14 @@ def stratified_split(
     groups: dict[Hashable, list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         groups[key].append(i)
-    rng = np.random.default_rng(seed)
     train: list[int] = []
     val: list[int] = []
-    for key in sorted(groups, key=repr):  # a fixed group order keeps the rng stream reproducible
+    for key in sorted(groups, key=repr):
         members = groups[key]
+        # Each group draws from its own stream, so adding a data folder leaves the other folders'
+        # validation images where they were: experiments with and without it stay comparable.
+        stream = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
+        rng = np.random.default_rng([seed, stream])
         order = [members[j] for j in rng.permutation(len(members))]
         n_val = round(val_fraction * len(order)) if len(order) > 1 else 0
         n_val = min(n_val, len(order) - 1)
