@@ -63,3 +63,20 @@ def test_adding_a_group_leaves_other_groups_split_alone() -> None:
     _, val_alone = stratified_split(real, 0.2, seed=0)
     _, val_mixed = stratified_split(synth + real, 0.2, seed=0)
     assert [i - len(synth) for i in val_mixed if i >= len(synth)] == val_alone
+
+
+def test_kfold_covers_every_image_once() -> None:
+    from steel_train.split import kfold_split
+
+    keys = [("real", (3,))] * 13 + [("real", (4,))] * 7 + [("real", ())] * 3 + [("real", (1, 2))]
+    seen: list[int] = []
+    for fold in range(3):
+        train, val = kfold_split(keys, 3, fold, seed=0)
+        assert sorted(train + val) == list(range(len(keys))) and set(train).isdisjoint(val)
+        assert 7 <= len(val) <= 9
+        seen += val
+    assert sorted(seen) == list(range(len(keys)))
+    with pytest.raises(ValueError, match="fold 3"):
+        kfold_split(keys, 3, 3, seed=0)
+    with pytest.raises(ConfigError, match="fold 4 does not exist"):
+        load_train_config("seg", None, {"data.folds": 3, "data.fold": 4})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from steel_edge.configfile import load_config
 
@@ -32,6 +32,10 @@ class AugmentConfig(_Strict):
 class DataConfig(_Strict):
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of images held out for validation and tuning")
     split_seed: int = Field(0, description="seed of the train/validation split (stratified by class set)")
+    folds: int | None = Field(
+        None, ge=2, le=20, description="k-fold validation instead of val_fraction: fold `fold` of `folds` is held out"
+    )
+    fold: int = Field(0, ge=0, description="which fold is the validation set when `folds` is set")
     batch_size: int = Field(8, ge=1, le=1024, description="images (or crops) per step")
     crop_height: int = Field(256, ge=32, description="seg: training crop height (full tile height is 256)")
     crop_width: int = Field(512, ge=32, description="seg: training crop width; inference runs at full width")
@@ -46,6 +50,13 @@ class DataConfig(_Strict):
     )
     cache: bool = Field(True, description="cache decoded images in memory (fits for a few thousand tiles)")
     augment: AugmentConfig = AugmentConfig()
+
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> DataConfig:
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} does not exist with folds={self.folds} (0..{self.folds - 1})")
+        return self
 
 
 class ModelConfig(_Strict):

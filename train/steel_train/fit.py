@@ -24,7 +24,7 @@ from steel_edge.data.severstal import load_severstal
 from steel_train.config import TrainConfig
 from steel_train.pipeline import ClsRecord, SegRecord
 from steel_train.runinfo import code_version, data_fingerprint, environment
-from steel_train.split import stratified_split
+from steel_train.split import kfold_split, stratified_split
 
 log = logging.getLogger(__name__)
 SEG_CLASS_NAMES = ("1", "2", "3", "4")
@@ -143,7 +143,10 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
         else:
             class_names = SEG_CLASS_NAMES
             keys = [(paths[r.source].resolve().as_posix(), r.classes) for r in seg_records]
-    train_idx, val_idx = stratified_split(keys, cfg.data.val_fraction, cfg.data.split_seed)
+    if cfg.data.folds:
+        train_idx, val_idx = kfold_split(keys, cfg.data.folds, cfg.data.fold, cfg.data.split_seed)
+    else:
+        train_idx, val_idx = stratified_split(keys, cfg.data.val_fraction, cfg.data.split_seed)
     log.info("%s: %d training and %d validation images from %d folder(s)", kind, len(train_idx), len(val_idx),
              len(paths))
     if not train_idx or not val_idx:

@@ -85,23 +85,22 @@ def confusion_plot(matrix: np.ndarray, names: Sequence[str], out: Path, title: s
 def worst_overlays(
     panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], out: Path, title: str
 ) -> None:
-    """Stack (caption, gray image, true (4,H,W), predicted (4,H,W)) panels: true outlines solid, predicted thin.
+    """Stack (caption, gray image, true (4,H,W), predicted (4,H,W)) panels: true outlines solid, predicted dashed.
 
     Colours per class come from ``steel_edge.viz`` so the edge's annotated frames look the same.
     """
-    from steel_edge.viz import CLASS_COLORS, draw_mask_outlines
+    from steel_edge.viz import CLASS_COLORS, draw_truth_vs_pred
 
     rows = []
     for caption, image, true, pred in panels:
-        canvas = draw_mask_outlines(image, true, thickness=3)
-        canvas = draw_mask_outlines(canvas, pred, thickness=1)
+        canvas = draw_truth_vs_pred(image, true, pred)
         bar = np.full((28, canvas.shape[1], 3), 30, np.uint8)
         cv2.putText(bar, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
         rows += [bar, canvas]
     if not rows:
         return
     header = np.full((34, rows[0].shape[1], 3), 255, np.uint8)
-    cv2.putText(header, title + "   (thick: true, thin: predicted)", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+    cv2.putText(header, title + "   (solid: true, dashed: predicted)", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
                 (0, 0, 0), 1, cv2.LINE_AA)
     x = 900
     for class_id, color in sorted(CLASS_COLORS.items()):

@@ -9,6 +9,24 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 
+def _group_orders(keys: Sequence[Hashable], seed: int) -> list[list[int]]:
+    """Each stratum's members in a seeded random order, strata in a fixed order.
+
+    Each group draws from its own stream, so adding a data folder leaves the other folders' validation
+    images where they were: experiments with and without it stay comparable.
+    """
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        groups[key].append(i)
+    orders = []
+    for key in sorted(groups, key=repr):
+        members = groups[key]
+        stream = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
+        rng = np.random.default_rng([seed, stream])
+        orders.append([members[j] for j in rng.permutation(len(members))])
+    return orders
+
+
 def stratified_split(
     keys: Sequence[Hashable], val_fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
@@ -20,20 +38,29 @@ def stratified_split(
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    groups: dict[Hashable, list[int]] = defaultdict(list)
-    for i, key in enumerate(keys):
-        groups[key].append(i)
     train: list[int] = []
     val: list[int] = []
-    for key in sorted(groups, key=repr):
-        members = groups[key]
-        # Each group draws from its own stream, so adding a data folder leaves the other folders'
-        # validation images where they were: experiments with and without it stay comparable.
-        stream = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
-        rng = np.random.default_rng([seed, stream])
-        order = [members[j] for j in rng.permutation(len(members))]
+    for order in _group_orders(keys, seed):
         n_val = round(val_fraction * len(order)) if len(order) > 1 else 0
         n_val = min(n_val, len(order) - 1)
         val.extend(order[:n_val])
         train.extend(order[n_val:])
+    return sorted(train), sorted(val)
+
+
+def kfold_split(keys: Sequence[Hashable], folds: int, fold: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, validation) for fold ``fold`` of ``folds``, stratified like ``stratified_split``.
+
+    Every image is in exactly one fold's validation set, so running all folds gives out-of-fold
+    predictions for every image: the honest way to tune and measure when labelled data is scarce.
+    """
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"need folds >= 2 and 0 <= fold < folds, got fold {fold} of {folds}")
+    train: list[int] = []
+    val: list[int] = []
+    offset = 0  # continue the round-robin across groups so small groups do not all start in fold 0
+    for order in _group_orders(keys, seed):
+        for pos, index in enumerate(order):
+            (val if (pos + offset) % folds == fold else train).append(index)
+        offset += len(order)
     return sorted(train), sorted(val)

@@ -1,11 +1,11 @@
 """Per-class post-processing tuning on held-out predictions, maximising Kaggle Dice.
 
 Kaggle Dice is a mean over (image, class) pairs, so each class's parameters can be tuned on their own.
-For one class the search is exact yet cheap: the edge upsamples a binary low-resolution mask by an
-integer factor ``s`` with nearest-neighbour, so every low-resolution pixel becomes an ``s x s`` block.
-A component's frame area is then its low-resolution area times ``s^2``, and its overlap with the true
-mask is the sum of true-pixel counts over its blocks. Components are found once per (image, pixel
-threshold); every (presence threshold, min component, min area) combination is then a few vector ops.
+For one class the search is exact yet cheap: the edge finds components at the model's resolution and
+an integer stride ``s`` makes every low-resolution pixel an ``s x s`` block of the frame. A component's
+frame area is its low-resolution area times ``s^2``, and its overlap with the true mask is the sum of
+true-pixel counts over its blocks. Components are found once per (image, pixel threshold); every
+(presence threshold, min component, min area) combination is then a few vector ops.
 
 Tune on predictions for images the model did not train on: tuned on its own training images a model
 is over-confident and the tuned values move held-out Dice at random.
@@ -17,8 +17,9 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from steel_edge.postprocess import binarize, find_components, keep_components
 
 PRESENCE_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PIXEL_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
@@ -48,34 +49,27 @@ def _class_table(
     pixel_grid: Sequence[float], presence_grid: Sequence[float], mc_grid: Sequence[int], ma_grid: Sequence[int],
     soft: bool,
 ) -> np.ndarray:
-    """Dice of every image for every grid point: (pixel, presence, mc, ma, n) float32 for one class."""
+    """Dice of every image for every grid point: (pixel, presence, mc, ma, n) float32 for one class.
+
+    The rules are the edge's own (``binarize``, ``find_components``, ``keep_components``), so the
+    tuner cannot drift from what the daemon does.
+    """
     n_img = probs.shape[0]
-    scale = stride * stride
-    mc = np.asarray(mc_grid, np.int64)[:, None]
-    ma = np.asarray(ma_grid, np.int64)[None, :]
+    mcs = np.asarray(mc_grid, np.int64)[:, None]
+    mas = np.asarray(ma_grid, np.int64)[None, :]
     out = np.empty((len(pixel_grid), len(presence_grid), len(mc_grid), len(ma_grid), n_img), np.float32)
     for n in range(n_img):
-        p = probs[n] * presence[n] if (soft and presence is not None) else probs[n]
+        p = probs[n] * np.float32(presence[n]) if (soft and presence is not None) else probs[n]
         true_total = int(counts[n].sum())
         gate = np.ones(len(presence_grid), bool) if presence is None else presence[n] >= np.asarray(presence_grid)
+        empty = 1.0 if true_total == 0 else 0.0
         for i, t in enumerate(pixel_grid):
-            binary = (p > t).astype(np.uint8)
-            k, labels = cv2.connectedComponents(binary, connectivity=8)
-            if k <= 1:
-                areas = inter = np.zeros(0, np.int64)
-            else:
-                flat = labels.ravel()
-                areas = np.bincount(flat, minlength=k)[1:] * scale
-                inter = np.bincount(flat, weights=counts[n].ravel(), minlength=k)[1:].astype(np.int64)
-            keep = areas[None, :] >= mc  # (mc, comps)
-            area_kept = (keep * areas).sum(axis=1)[:, None]  # (mc, 1)
-            inter_kept = (keep * inter).sum(axis=1)[:, None]
-            alive = area_kept >= ma  # (mc, ma)
-            a = np.where(alive, area_kept, 0)
-            x = np.where(alive, inter_kept, 0)
-            denom = a + true_total
-            dice = np.where(denom > 0, 2.0 * x / np.maximum(denom, 1), 1.0)  # (mc, ma)
-            empty = 1.0 if true_total == 0 else 0.0
+            comps = find_components(binarize(p, t), (stride, stride))
+            survive = keep_components(comps.areas, mcs, mas).astype(np.float64)  # (mc, ma, k)
+            area = survive @ comps.areas.astype(np.float64)
+            inter = survive @ comps.sums(counts[n])
+            denom = area + true_total
+            dice = np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1), 1.0)  # (mc, ma)
             out[i, :, :, :, n] = np.where(gate[:, None, None], dice[None], empty)
     return out
 
