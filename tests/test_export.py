@@ -1,0 +1,169 @@
+"""steel-export end to end on tiny untrained models: convert, contract, parity, check, INT8, failure paths.
+
+Untrained weights are enough: parity compares two implementations of the same function, whatever it is.
+Real images come from ../shared/data when present; synthetic frames top the set up to 20 either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from steel_edge.model import load_model
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+IMAGES = "20"
+
+
+def _run_folder(out: Path, kind: str) -> Path:
+    """A fake run folder (model.keras, run.json, postprocess.json) around a tiny untrained model."""
+    from steel_edge.postprocess import PostprocessParams
+    from steel_train.config import load_train_config
+    from steel_train.models import build_cls, build_seg
+
+    out.mkdir(parents=True)
+    if kind == "seg":
+        model = build_seg(load_train_config("seg", None, {"model.width": 8, "model.depth": 3}).model)
+        names = ["1", "2", "3", "4"]
+        params = PostprocessParams(pixel_threshold=(0.5, 0.5, 0.45, 0.5), min_area=(0, 0, 0, 0))
+        (out / "postprocess.json").write_text(params.model_dump_json())
+    else:
+        cfg = load_train_config("cls", None, {"model.width": 4, "model.depth": 2, "model.input_height": 48,
+                                              "model.input_width": 48})
+        names = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+        model = build_cls(cfg.model, len(names))
+    model.save(out / "model.keras")
+    run = {"model_kind": kind, "class_names": names, "data_fingerprint": "ab" * 32, "code_version": "0.1.0+gtest"}
+    (out / "run.json").write_text(json.dumps(run))
+    return out
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    from steel_export.cli import main
+
+    code = main([*args, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    return {kind: _run_folder(root / kind, kind) for kind in ("seg", "cls")}
+
+
+@pytest.fixture(scope="module")
+def seg_export(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    from steel_export.export import export_model
+
+    out = tmp_path_factory.mktemp("out") / "seg.onnx"
+    return out, export_model(runs["seg"], out, parity_images=int(IMAGES))
+
+
+def test_seg_export_report_and_file(seg_export: tuple[Path, dict[str, Any]]) -> None:
+    out, report = seg_export
+    assert out.is_file() and not list(out.parent.glob("*.part"))
+    assert report["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert report["opset"] == 17
+    assert report["inputs"] == [{"name": "image", "shape": ["batch", 1, 256, 1600], "type": "tensor(float)"}]
+    assert [(o["name"], o["shape"]) for o in report["outputs"]] == [("masks", ["batch", 4, 64, 400]),
+                                                                      ("presence", ["batch", 4])]
+    assert report["op_counts"].get("Transpose", 0) == 0  # the NCHW masks cost no transpose
+    parity = report["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["images"] >= 20
+    assert parity["real_images"] + parity["synthetic_images"] == parity["images"]
+    assert parity["postprocessed_dice"] == pytest.approx(1.0, abs=1e-2)
+
+
+def test_seg_contract_read_back_by_the_edge(seg_export: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = seg_export
+    model = load_model(out, expect_kind="seg")
+    c = model.contract
+    assert (c.kind, c.architecture, c.class_ids, c.mask_stride) == ("seg", "steel_seg", (1, 2, 3, 4), 4)
+    assert (c.input.height, c.input.width, c.input.layout, c.input.resize) == (256, 1600, "NCHW", "none")
+    assert c.postprocess is not None and c.postprocess.pixel_threshold[2] == 0.45
+    assert (c.data_fingerprint, c.code_version, c.precision) == ("ab" * 32, "0.1.0+gtest", "fp32")
+    probs, presence = model.predict_seg(np.zeros((2, 256, 1600), np.uint8))
+    assert probs.shape == (2, 4, 64, 400) and presence.shape == (2, 4)
+
+
+def test_check_command_reruns_parity(seg_export: tuple[Path, dict[str, Any]], runs: dict[str, Path],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = seg_export
+    code, report = _cli(capsys, "check", str(out), "--keras", str(runs["seg"]), "--images", IMAGES)
+    assert code == 0 and report["ok"]
+    assert report["max_abs_diff"] <= 1e-4 and report["opset"] == 17 and report["provenance_matches"]
+    assert report["inputs"][0]["name"] == "image" and [o["name"] for o in report["outputs"]] == ["masks", "presence"]
+    assert report["contract"]["schema"] == "steel-edge.model/1" and report["sha256"] == seg_export[1]["sha256"]
+
+
+def test_cls_export_through_the_cli(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cls.onnx"
+    code, report = _cli(capsys, "--model", str(runs["cls"]), "--out", str(out), "--images", IMAGES)
+    assert code == 0 and report["ok"] and out.is_file()
+    assert report["parity"]["max_abs_diff"] <= 1e-4 and report["parity"]["label_agreement"] == 1.0
+    model = load_model(out, expect_kind="cls")
+    assert model.contract.class_names[0] == "crazing" and model.contract.input.resize == "area"
+    assert model.predict_cls(np.zeros((1, 48, 48), np.uint8)).shape == (1, 6)
+
+
+def test_parity_failure_leaves_no_file(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from steel_export import parity
+
+    real = parity.keras_outputs
+
+    def off_by_a_bit(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        return {k: v + 1e-3 for k, v in real(*args, **kwargs).items()}
+
+    monkeypatch.setattr(parity, "keras_outputs", off_by_a_bit)
+    out = tmp_path / "bad.onnx"
+    code, report = _cli(capsys, "--model", str(runs["cls"]), "--out", str(out), "--images", IMAGES)
+    assert code == 1 and not report["ok"] and "parity failed" in report["error"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_is_judged_against_fp32(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steel_edge.data.imageio import write_jpeg
+    from steel_edge.data.synth import stream
+    from steel_export import quantize
+    from steel_export.export import export_model, int8_path
+
+    # one timed pass: this test is about the judging and the files, the verdict is forced below
+    monkeypatch.setattr(quantize, "ROUND_SECONDS", 0.0)
+    monkeypatch.setattr(quantize, "TIMING_ROUNDS", 1)
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for sample in stream(11, 4):
+        write_jpeg(calib / sample.image_id, sample.image)
+    out = tmp_path / "seg.onnx"
+    # min_speedup 0: on a tiny model INT8 may be slower; this test is about the judging, not the verdict
+    report = export_model(runs["seg"], out, parity_images=int(IMAGES), real_limit=4, int8=True,
+                          calibration=calib, min_speedup=0.0, max_loss=1.0)
+    q = report["int8"]
+    assert q["calibration_images"] == 4 and q["eval_images"] == 20 and q["metric"] == "kaggle_dice"
+    assert q["speedup"] > 0 and q["fp32_metric"] is not None and q["metric_change"] is not None
+    assert q["kept"] and q["path"] == str(int8_path(out)) and "kept: speedup" in q["decision"]
+    model = load_model(int8_path(out), expect_kind="seg")
+    assert model.contract.precision == "int8" and model.sha256 == q["sha256"]
+
+    strict = export_model(runs["seg"], out, parity_images=int(IMAGES), real_limit=4, int8=True,
+                          calibration=calib, min_speedup=1e9)
+    assert not strict["int8"]["kept"] and "removed the stale" in strict["int8"]["decision"]
+    assert not int8_path(out).exists()
+
+
+def test_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = _cli(capsys, "--model", str(tmp_path), "--out", str(tmp_path / "x.onnx"))
+    assert code == 2 and "no model.keras" in report["error"]
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("hello")
+    code, report = _cli(capsys, "check", str(junk))
+    assert code == 2 and "not an ONNX file" in report["error"]
