@@ -167,3 +167,19 @@ def test_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     junk.write_text("hello")
     code, report = _cli(capsys, "check", str(junk))
     assert code == 2 and "not an ONNX file" in report["error"]
+
+
+def test_evaluate_onnx_matches_keras(seg_export: tuple[Path, dict[str, Any]], runs: dict[str, Path],
+                                     tmp_path: Path) -> None:
+    """steel-train evaluate on the ONNX file (edge runtime) scores exactly what the Keras run folder does."""
+    from steel_edge.data.synth import write_dataset
+    from steel_train.evaluate import evaluate_path
+
+    data = tmp_path / "data"
+    write_dataset(data, images=6, seed=5)
+    onnx_path, _ = seg_export
+    via_onnx = evaluate_path(onnx_path, data)
+    via_keras = evaluate_path(runs["seg"], data)
+    assert via_onnx["images"] == via_keras["images"] == 6
+    assert via_onnx["dice_mean"] == pytest.approx(via_keras["dice_mean"], abs=1e-6)
+    assert via_onnx["dice_all_empty"] == via_keras["dice_all_empty"]

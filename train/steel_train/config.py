@@ -81,6 +81,8 @@ class FitConfig(_Strict):
     patience: int = Field(6, ge=1, description="early stopping: epochs without val improvement before stopping")
     dice_weight: float = Field(1.0, ge=0, description="seg: weight of the soft-Dice term beside BCE")
     presence_weight: float = Field(0.5, ge=0, description="seg: weight of the presence-head BCE")
+    weight_decay: float = Field(0.0, ge=0, le=0.1, description="decoupled weight decay (AdamW); 0 = plain Adam")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cls/baseline: label smoothing of the targets")
     seed: int = Field(0, description="seeds Python, numpy and TensorFlow")
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None = whole data set)")
 

@@ -51,6 +51,21 @@ class KerasSeg:
         return np.transpose(out["masks"], (0, 3, 1, 2)), out["presence"]
 
 
+@dataclass
+class OnnxSeg:
+    """The edge's own loader and runtime: the Dice measured here is what the daemon will get."""
+
+    model: Any  # steel_edge.model.EdgeModel
+
+    @property
+    def stride(self) -> int:
+        return int(self.model.contract.mask_stride)
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        probs, presence = self.model.predict_seg(images)
+        return probs, presence
+
+
 def _batches(items: Sequence[SeverstalImage], size: int) -> Iterator[list[SeverstalImage]]:
     for i in range(0, len(items), size):
         yield list(items[i:i + size])
@@ -164,47 +179,70 @@ def _resolve(model_path: Path) -> tuple[Path, dict[str, Any], PostprocessParams 
 
 
 def evaluate_path(model_path: Path | str, data: Path | str, out: Path | None = None) -> dict[str, Any]:
-    """Metrics of a model on a data folder as one JSON-ready dict (``steel-train evaluate``)."""
+    """Metrics of a model on a data folder as one JSON-ready dict (``steel-train evaluate``).
+
+    ``.onnx`` files run through ``steel_edge.model`` (onnxruntime, the contract's tuned
+    post-processing); ``.keras`` files and run folders through Keras with the run's ``postprocess.json``.
+    """
+    from steel_edge.postprocess import PostprocessParams
+    from steel_train.config import ModelConfig
+    from steel_train.fit import baseline_label
+    from steel_train.pipeline import ClsRecord, cls_arrays
+
     model_file, run, params = _resolve(Path(model_path))
+    names: list[str] | None = run.get("class_names")
+    seg: SegPredictor | None = None
     if model_file.suffix == ".onnx":
-        raise NotImplementedError("evaluating .onnx models arrives with steel-export (issue #4)")
-    import keras
+        from steel_edge.model import load_model
 
-    from steel_train import losses  # noqa: F401  (registers the custom loss for loading)
+        edge_model = load_model(model_file)
+        contract = edge_model.contract
+        kind: str = contract.kind if contract.architecture != "steel_baseline" else "baseline"
+        params = contract.postprocess
+        names = [str(n) for n in contract.class_names]
+        size = (contract.input.height, contract.input.width)
+        if kind == "seg":
+            seg = OnnxSeg(edge_model)
 
-    model = keras.models.load_model(model_file, compile=False)
-    kind = run.get("model_kind") or {"steel_seg": "seg", "steel_cls": "cls"}.get(model.name, "baseline")
+        def classify(x: np.ndarray) -> np.ndarray:
+            return np.asarray(edge_model.predict_cls(x[..., 0].astype(np.uint8)))
+    else:
+        import keras
+
+        from steel_train import losses  # noqa: F401  (registers the custom loss for loading)
+
+        keras_model = keras.models.load_model(model_file, compile=False)
+        kind = run.get("model_kind") or {"steel_seg": "seg", "steel_cls": "cls"}.get(keras_model.name, "baseline")
+        size = tuple(keras_model.input_shape[1:3])
+        if kind == "seg":
+            seg = KerasSeg(keras_model)
+
+        def classify(x: np.ndarray) -> np.ndarray:
+            return np.asarray(keras_model.predict(x, batch_size=64, verbose=0))
+
     layout = detect_layout(data)
     result: dict[str, Any] = {"model": str(model_path), "data": str(data), "model_kind": kind}
-    if kind == "seg":
+    if seg is not None:
         if layout != "severstal":
             raise ValueError(f"{data}: a seg model needs a Severstal-layout folder")
-        from steel_edge.postprocess import PostprocessParams
-
         ds = load_severstal(data, on_error="skip")
-        metrics, per_image = score_seg(KerasSeg(model), ds.images, params or PostprocessParams())
+        metrics, per_image = score_seg(seg, ds.images, params or PostprocessParams())
         result.update(metrics)
         if out is not None:
             from steel_train import plots
 
             plots.worst_overlays(worst_panels(per_image), out, title=f"worst images, Dice {metrics['dice_mean']:.4f}")
         return result
-    from steel_train.fit import baseline_label
-    from steel_train.pipeline import ClsRecord, cls_arrays
-
     if kind == "cls":
         lds = load_labelled(data, on_error="skip")
-        names = run.get("class_names") or list(lds.classes)
+        names = names or list(lds.classes)
         records = [ClsRecord(i.path, names.index(i.label)) for i in lds.items]
     else:
-        ds = load_severstal(data, on_error="skip")
+        sds = load_severstal(data, on_error="skip")
         names = ["1", "2", "3", "4"]
-        records = [ClsRecord(i.path, baseline_label(dict(i.rles))) for i in ds.images if i.classes]
-    h, w = model.input_shape[1:3]
-    from steel_train.config import ModelConfig
-
-    x, y = cls_arrays(records, ModelConfig(input_height=h, input_width=w))
-    pred = np.argmax(model.predict(x, batch_size=64, verbose=0), axis=1)
+        records = [ClsRecord(i.path, baseline_label(dict(i.rles))) for i in sds.images if i.classes]
+    x, y = cls_arrays(records, ModelConfig(input_height=size[0], input_width=size[1]))
+    pred = np.argmax(classify(x), axis=1)
     result.update(classification_report(y, pred, names))
     if out is not None:
         from steel_train import plots

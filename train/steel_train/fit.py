@@ -98,6 +98,14 @@ def lr_callback(cfg: TrainConfig) -> Any:
     return keras.callbacks.LearningRateScheduler(schedule)
 
 
+def optimizer(cfg: TrainConfig) -> Any:
+    import keras
+
+    if cfg.fit.weight_decay:
+        return keras.optimizers.AdamW(cfg.fit.learning_rate, weight_decay=cfg.fit.weight_decay)
+    return keras.optimizers.Adam(cfg.fit.learning_rate)
+
+
 def callbacks(cfg: TrainConfig, out: Path, monitor: str) -> list[Any]:
     import keras
 
@@ -161,7 +169,7 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
 
             model = build_seg(cfg.model)
             model.compile(
-                optimizer=keras.optimizers.Adam(cfg.fit.learning_rate),
+                optimizer=optimizer(cfg),
                 loss={"masks": BceDiceLoss(cfg.fit.dice_weight), "presence": keras.losses.BinaryCrossentropy()},
                 loss_weights={"masks": 1.0, "presence": cfg.fit.presence_weight},
                 metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy")]},
@@ -169,8 +177,9 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
         else:
             n = len(class_names)
             model = build_cls(cfg.model, n) if kind == "cls" else build_baseline(cfg.model, n)
-            model.compile(optimizer=keras.optimizers.Adam(cfg.fit.learning_rate),
-                          loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+            model.compile(optimizer=optimizer(cfg),
+                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.fit.label_smoothing),
+                          metrics=["accuracy"])
 
     if kind == "seg":
         train_src = SegSource([seg_records[i] for i in train_idx], cfg.data.cache)
