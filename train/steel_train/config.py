@@ -127,7 +127,9 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
         # NEU's classes differ partly in brightness and contrast: augmenting those hurt (94.9% vs 98.6%
         # after 10 epochs); flips and quarter turns do not change a surface texture's class.
         "data.batch_size": 32, "data.balance_rare": False, "data.augment.brightness": 0.0,
-        "data.augment.contrast": 0.0, "fit.epochs": 30, "fit.learning_rate": 2e-3, "fit.patience": 12,
+        "data.augment.contrast": 0.0, "fit.epochs": 40, "fit.learning_rate": 2e-3, "fit.patience": 15,
+        # weight decay + label smoothing: 98.6% -> 99.5% on the hardest NEU split (seed 1)
+        "fit.weight_decay": 1e-4, "fit.label_smoothing": 0.1,
     },
     "baseline": {
         # the original notebook: a plain CNN on 120x120 Severstal images, four-way softmax
