@@ -80,3 +80,14 @@ def test_kfold_covers_every_image_once() -> None:
         kfold_split(keys, 3, 3, seed=0)
     with pytest.raises(ConfigError, match="fold 4 does not exist"):
         load_train_config("seg", None, {"data.folds": 3, "data.fold": 4})
+
+
+def test_kfold_of_one_folder_ignores_other_folders() -> None:
+    from steel_train.split import kfold_split
+
+    real = [("real", (3,))] * 13 + [("real", (4,))] * 7 + [("real", ())] * 3
+    synth = [("synth", (3,))] * 40 + [("synth", ())] * 35
+    for fold in range(3):
+        _, alone = kfold_split(real, 3, fold, seed=0)
+        _, mixed = kfold_split(synth + real, 3, fold, seed=0)
+        assert [i - len(synth) for i in mixed if i >= len(synth)] == alone

@@ -9,7 +9,11 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 
-def _group_orders(keys: Sequence[Hashable], seed: int) -> list[list[int]]:
+def _stream(key: Hashable) -> int:
+    return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
+
+
+def _group_orders(keys: Sequence[Hashable], seed: int) -> list[tuple[Hashable, list[int]]]:
     """Each stratum's members in a seeded random order, strata in a fixed order.
 
     Each group draws from its own stream, so adding a data folder leaves the other folders' validation
@@ -21,9 +25,8 @@ def _group_orders(keys: Sequence[Hashable], seed: int) -> list[list[int]]:
     orders = []
     for key in sorted(groups, key=repr):
         members = groups[key]
-        stream = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
-        rng = np.random.default_rng([seed, stream])
-        orders.append([members[j] for j in rng.permutation(len(members))])
+        rng = np.random.default_rng([seed, _stream(key)])
+        orders.append((key, [members[j] for j in rng.permutation(len(members))]))
     return orders
 
 
@@ -40,7 +43,7 @@ def stratified_split(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     train: list[int] = []
     val: list[int] = []
-    for order in _group_orders(keys, seed):
+    for _, order in _group_orders(keys, seed):
         n_val = round(val_fraction * len(order)) if len(order) > 1 else 0
         n_val = min(n_val, len(order) - 1)
         val.extend(order[:n_val])
@@ -58,9 +61,10 @@ def kfold_split(keys: Sequence[Hashable], folds: int, fold: int, seed: int) -> t
         raise ValueError(f"need folds >= 2 and 0 <= fold < folds, got fold {fold} of {folds}")
     train: list[int] = []
     val: list[int] = []
-    offset = 0  # continue the round-robin across groups so small groups do not all start in fold 0
-    for order in _group_orders(keys, seed):
+    for key, order in _group_orders(keys, seed):
+        # Each group starts its round-robin at a fold of its own (from its key, not from the groups
+        # before it), so small groups spread over the folds and adding a folder moves no other folder's.
+        offset = (_stream(key) + seed) % folds
         for pos, index in enumerate(order):
             (val if (pos + offset) % folds == fold else train).append(index)
-        offset += len(order)
     return sorted(train), sorted(val)
