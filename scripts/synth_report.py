@@ -11,7 +11,6 @@ exactly like the real folder, so the comparison also checks the files and CSV it
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import numpy as np
 
 from steel_edge import viz
 from steel_edge.data import rle, synth
+from steel_edge.data.severstal import load_severstal
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "severstal"
 
@@ -45,13 +45,13 @@ KAGGLE_AREA = {1: "mean ~4.4k", 2: "~2-5k", 3: "mean ~25k", 4: "mean ~33k"}
 
 
 def load(folder: Path) -> tuple[list[str], dict[str, dict[int, np.ndarray]]]:
-    """Image names and decoded masks ({image: {class: mask}}) of a Severstal-layout folder."""
-    names = sorted(p.name for p in (folder / "train_images").iterdir() if p.suffix in (".jpg", ".png"))
-    labels: dict[str, dict[int, np.ndarray]] = {name: {} for name in names}
-    with (folder / "train.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            labels[row["ImageId"]][int(row["ClassId"])] = rle.decode(row["EncodedPixels"])
-    return names, labels
+    """Image names and decoded masks ({image: {class: mask}}) of a Severstal-layout folder.
+
+    Read through the product's own loader, so every file and row is validated on the way.
+    """
+    ds = load_severstal(folder)
+    labels = {item.image_id: {c: rle.decode(r) for c, r in item.rles.items() if r} for item in ds.images}
+    return [item.image_id for item in ds.images], labels
 
 
 def stats(labels: dict[str, dict[int, np.ndarray]]) -> Stats:
