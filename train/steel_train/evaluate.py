@@ -6,9 +6,10 @@ here is the Dice the line gets. A model is a ``.keras`` file, an ``.onnx`` file 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,7 +42,7 @@ class KerasSeg:
     model: Any
     batch_size: int = 4
 
-    @property
+    @functools.cached_property
     def stride(self) -> int:
         probe = self.model(np.zeros((1, HEIGHT, WIDTH, 1), np.float32), training=False)
         return HEIGHT // int(probe["masks"].shape[1])
@@ -71,11 +72,20 @@ def _batches(items: Sequence[SeverstalImage], size: int) -> Iterator[list[Severs
         yield list(items[i:i + size])
 
 
+Batch = tuple[list[SeverstalImage], np.ndarray, "np.ndarray | None"]
+
+
+def predicted_batches(predictor: SegPredictor, items: Sequence[SeverstalImage], batch_size: int = 8) -> Iterator[Batch]:
+    """(items, probs, presence) a batch at a time: the model runs as the scores are taken, memory stays flat."""
+    for batch in _batches(items, batch_size):
+        probs, presence = predictor(np.stack([item.read() for item in batch]))
+        yield batch, probs, presence
+
+
 def score_seg(
-    predictor: SegPredictor, items: Sequence[SeverstalImage], params: PostprocessParams, batch_size: int = 8,
-    groups: Sequence[str] | None = None,
+    batches: Iterable[Batch], params: PostprocessParams, groups: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[float, SeverstalImage, np.ndarray]]]:
-    """Kaggle Dice and friends over ``items``; also (image Dice, item, predicted masks) for the overlays.
+    """Kaggle Dice and friends over predicted batches; also (image Dice, item, predicted masks) for overlays.
 
     With ``groups`` (one name per item, e.g. its data folder) the metrics also hold ``per_group``.
     """
@@ -85,9 +95,7 @@ def score_seg(
     by_group: dict[str, tuple[SegmentationScores, list[np.ndarray]]] = {}
     per_image: list[tuple[float, SeverstalImage, np.ndarray]] = []
     present = []
-    for start, batch in zip(range(0, len(items), batch_size), _batches(items, batch_size), strict=True):
-        images = np.stack([item.read() for item in batch])
-        probs, presence = predictor(images)
+    for batch, probs, presence in batches:
         for n, item in enumerate(batch):
             result = postprocess(probs[n], None if presence is None else presence[n], params,
                                  frame_size=(HEIGHT, WIDTH))
@@ -96,7 +104,8 @@ def score_seg(
             has = np.asarray(true.reshape(4, -1).any(axis=1))
             present.append(has)
             if groups is not None:
-                group_scores, group_present = by_group.setdefault(groups[start + n], (SegmentationScores(), []))
+                group_scores, group_present = by_group.setdefault(groups[len(per_image)],
+                                                                  (SegmentationScores(), []))
                 group_scores.update(result.masks, true)
                 group_present.append(has)
             per_image.append((float(dice.mean()), item, result.masks))
@@ -132,16 +141,17 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
     default_params = PostprocessParams(gate=defaults.gate, **start)
     chosen = start
     tuning: list[dict[str, Any]] = []
+    # One pass of the model over the validation split serves the tuning and both scorings.
+    probs, presence = predictor(np.stack([item.read() for item in items]))
     if defaults.tune:
-        probs, presence = predictor(np.stack([item.read() for item in items]))
         chosen, report = tune_postprocess(probs, presence, [item.masks() for item in items], stride, start,
                                           soft_gate=defaults.gate == "soft")
         tuning = [vars(r) for r in report]
     params = PostprocessParams(gate=defaults.gate, **chosen)
     (out / "postprocess.json").write_text(params.model_dump_json(indent=2))
     groups = [data_names[r.source] for r in val_src.records]
-    before, _ = score_seg(predictor, items, default_params, groups=groups)
-    metrics, per_image = score_seg(predictor, items, params, groups=groups)
+    before, _ = score_seg([(items, probs, presence)], default_params, groups=groups)
+    metrics, per_image = score_seg([(items, probs, presence)], params, groups=groups)
     metrics["per_group_default_params"] = before["per_group"]
     metrics["dice_mean_default_params"] = before["dice_mean"]
     metrics["tuning"] = tuning
@@ -226,7 +236,7 @@ def evaluate_path(model_path: Path | str, data: Path | str, out: Path | None = N
         if layout != "severstal":
             raise ValueError(f"{data}: a seg model needs a Severstal-layout folder")
         ds = load_severstal(data, on_error="skip")
-        metrics, per_image = score_seg(seg, ds.images, params or PostprocessParams())
+        metrics, per_image = score_seg(predicted_batches(seg, ds.images), params or PostprocessParams())
         result.update(metrics)
         if out is not None:
             from steel_train import plots
