@@ -183,7 +183,7 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
 
     if kind == "seg":
         train_src = SegSource([seg_records[i] for i in train_idx], cfg.data.cache)
-        val_src = SegSource([seg_records[i] for i in val_idx], True)
+        val_src = SegSource([seg_records[i] for i in val_idx], cfg.data.cache)
         train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, cfg.fit.seed, cfg.fit.epochs)
         steps = min(steps, cfg.fit.steps_per_epoch or steps)
         monitor = "val_loss"

@@ -192,14 +192,22 @@ def seg_datasets(
                 .map(tf_load, num_parallel_calls=tf.data.AUTOTUNE)
                 .batch(data.batch_size, drop_remainder=True).prefetch(2))
 
-    def val_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        items = [val.get(i) for i in range(len(val))]
-        imgs = np.stack([i for i, _ in items]).astype(np.float32)[..., None]
-        targets = [seg_targets(lab, stride) for _, lab in items]
-        return imgs, np.stack([m for m, _ in targets]), np.stack([p for _, p in targets])
+    # Validation tiles are built on the fly too: a Kaggle-sized split (2,500 full tiles) would need
+    # ~4 GB as float32 arrays.
+    def load_val(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image, labels = val.get(int(index))
+        masks, presence = seg_targets(labels, stride)
+        return image.astype(np.float32)[..., None], masks, presence
 
-    vi, vm, vp = val_arrays()
-    val_ds = tf.data.Dataset.from_tensor_slices((vi, {"masks": vm, "presence": vp})).batch(4)
+    def tf_load_val(index: Any) -> tuple[Any, dict[str, Any]]:
+        img, masks, presence = tf.numpy_function(load_val, [index], [tf.float32, tf.float32, tf.float32])
+        img.set_shape((HEIGHT, WIDTH, 1))
+        masks.set_shape((HEIGHT // stride, WIDTH // stride, 4))
+        presence.set_shape((4,))
+        return img, {"masks": masks, "presence": presence}
+
+    val_ds = (tf.data.Dataset.range(len(val)).with_options(opts)
+              .map(tf_load_val, num_parallel_calls=tf.data.AUTOTUNE).batch(4).prefetch(1))
     return train_ds, val_ds, steps
 
 
