@@ -72,7 +72,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from steel_train.evaluate import evaluate_path
 
-    result = evaluate_path(Path(args.model), Path(args.data), Path(args.plot) if args.plot else None)
+    result = evaluate_path(Path(args.model), Path(args.data), Path(args.plot) if args.plot else None,
+                           on_error=args.on_error)
     print(json.dumps(result, indent=None if args.json else 2, default=str))
     return 0
 
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on one line")
+    evaluate.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                          help="stop at the first bad row or image (raise) or skip it with a warning")
     evaluate.add_argument("--plot", help="write the worst-image overlay (seg) or confusion matrix (cls) PNG here")
     evaluate.set_defaults(func=_cmd_evaluate)
     return parser

@@ -49,6 +49,9 @@ class DataConfig(_Strict):
         None, description="per --data folder sampling weight (e.g. down-weight synthetic data); default all 1"
     )
     cache: bool = Field(True, description="cache decoded images in memory (fits for a few thousand tiles)")
+    on_bad_row: Literal["raise", "skip"] = Field(
+        "raise", description="a bad label row or image: stop with its file and line, or skip it with a warning"
+    )
     augment: AugmentConfig = AugmentConfig()
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from steel_edge.data.errors import OnError
 from steel_edge.data.labelled import detect_layout, load_labelled
 from steel_edge.data.rle import HEIGHT, WIDTH
 from steel_edge.data.severstal import SeverstalImage, load_severstal
@@ -188,7 +189,9 @@ def _resolve(model_path: Path) -> tuple[Path, dict[str, Any], PostprocessParams 
     return model_path, {}, None
 
 
-def evaluate_path(model_path: Path | str, data: Path | str, out: Path | None = None) -> dict[str, Any]:
+def evaluate_path(
+    model_path: Path | str, data: Path | str, out: Path | None = None, on_error: OnError = "raise"
+) -> dict[str, Any]:
     """Metrics of a model on a data folder as one JSON-ready dict (``steel-train evaluate``).
 
     ``.onnx`` files run through ``steel_edge.model`` (onnxruntime, the contract's tuned
@@ -235,7 +238,7 @@ def evaluate_path(model_path: Path | str, data: Path | str, out: Path | None = N
     if seg is not None:
         if layout != "severstal":
             raise ValueError(f"{data}: a seg model needs a Severstal-layout folder")
-        ds = load_severstal(data, on_error="skip")
+        ds = load_severstal(data, on_error=on_error)
         metrics, per_image = score_seg(predicted_batches(seg, ds.images), params or PostprocessParams())
         result.update(metrics)
         if out is not None:
@@ -244,11 +247,11 @@ def evaluate_path(model_path: Path | str, data: Path | str, out: Path | None = N
             plots.worst_overlays(worst_panels(per_image), out, title=f"worst images, Dice {metrics['dice_mean']:.4f}")
         return result
     if kind == "cls":
-        lds = load_labelled(data, on_error="skip")
+        lds = load_labelled(data, on_error=on_error)
         names = names or list(lds.classes)
         records = [ClsRecord(i.path, names.index(i.label)) for i in lds.items]
     else:
-        sds = load_severstal(data, on_error="skip")
+        sds = load_severstal(data, on_error=on_error)
         names = ["1", "2", "3", "4"]
         records = [ClsRecord(i.path, baseline_label(dict(i.rles))) for i in sds.images if i.classes]
     x, y = cls_arrays(records, ModelConfig(input_height=size[0], input_width=size[1]))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from steel_edge.configfile import dump_config
+from steel_edge.data.errors import OnError
 from steel_edge.data.labelled import detect_layout, load_labelled
 from steel_edge.data.rle import area
 from steel_edge.data.severstal import load_severstal
@@ -30,24 +31,24 @@ log = logging.getLogger(__name__)
 SEG_CLASS_NAMES = ("1", "2", "3", "4")
 
 
-def load_seg_records(folders: Sequence[Path]) -> list[SegRecord]:
+def load_seg_records(folders: Sequence[Path], on_error: OnError = "raise") -> list[SegRecord]:
     records: list[SegRecord] = []
     for source, folder in enumerate(folders):
         if detect_layout(folder) != "severstal":
             raise ValueError(f"{folder}: seg and baseline models need the Severstal layout (train.csv)")
-        ds = load_severstal(folder, on_error="skip")
+        ds = load_severstal(folder, on_error=on_error)
         for issue in ds.issues:
             log.warning("skipped %s", issue)
         records += [SegRecord(item.path, dict(item.rles), source) for item in ds.images]
     return records
 
 
-def load_cls_records(folders: Sequence[Path]) -> tuple[list[ClsRecord], tuple[str, ...]]:
+def load_cls_records(folders: Sequence[Path], on_error: OnError = "raise") -> tuple[list[ClsRecord], tuple[str, ...]]:
     datasets = []
     for folder in folders:
         if detect_layout(folder) != "labelled":
             raise ValueError(f"{folder}: the cls model needs the labelled-image layout (labels.csv or class folders)")
-        datasets.append(load_labelled(folder, on_error="skip"))
+        datasets.append(load_labelled(folder, on_error=on_error))
     classes = tuple(sorted({c for ds in datasets for c in ds.classes}))
     records = [ClsRecord(item.path, classes.index(item.label), source)
                for source, ds in enumerate(datasets) for item in ds.items]
@@ -140,10 +141,10 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
 
     # ---- data
     if kind == "cls":
-        cls_records, class_names = load_cls_records(paths)
+        cls_records, class_names = load_cls_records(paths, cfg.data.on_bad_row)
         keys: list[Any] = [r.label for r in cls_records]
     else:
-        seg_records = load_seg_records(paths)
+        seg_records = load_seg_records(paths, cfg.data.on_bad_row)
         if kind == "baseline":
             seg_records = [r for r in seg_records if r.classes]
             class_names = SEG_CLASS_NAMES
