@@ -90,7 +90,7 @@ def score_seg(
 
     With ``groups`` (one name per item, e.g. its data folder) the metrics also hold ``per_group``.
     """
-    from steel_edge.postprocess import postprocess
+    from steel_edge.postprocess import masks_only
 
     scores = SegmentationScores()
     by_group: dict[str, tuple[SegmentationScores, list[np.ndarray]]] = {}
@@ -98,18 +98,18 @@ def score_seg(
     present = []
     for batch, probs, presence in batches:
         for n, item in enumerate(batch):
-            result = postprocess(probs[n], None if presence is None else presence[n], params,
-                                 frame_size=(HEIGHT, WIDTH))
+            # Scoring needs the final masks only; masks_only skips building defect objects.
+            pred = masks_only(probs[n], None if presence is None else presence[n], params, (HEIGHT, WIDTH))
             true = item.masks()
-            dice = scores.update(result.masks, true)
+            dice = scores.update(pred, true)
             has = np.asarray(true.reshape(4, -1).any(axis=1))
             present.append(has)
             if groups is not None:
                 group_scores, group_present = by_group.setdefault(groups[len(per_image)],
                                                                   (SegmentationScores(), []))
-                group_scores.update(result.masks, true)
+                group_scores.update(pred, true)
                 group_present.append(has)
-            per_image.append((float(dice.mean()), item, result.masks))
+            per_image.append((float(dice.mean()), item, pred))
     metrics = scores.result()
     metrics["dice_all_empty"] = all_empty_dice(np.array(present)) if present else float("nan")
     if groups is not None:
@@ -145,7 +145,7 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
     # One pass of the model over the validation split serves the tuning and both scorings.
     probs, presence = predictor(np.stack([item.read() for item in items]))
     if defaults.tune:
-        chosen, report = tune_postprocess(probs, presence, [item.masks() for item in items], stride, start,
+        chosen, report = tune_postprocess(probs, presence, (item.masks() for item in items), stride, start,
                                           soft_gate=defaults.gate == "soft")
         tuning = [vars(r) for r in report]
     params = PostprocessParams(gate=defaults.gate, **chosen)
