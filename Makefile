@@ -21,11 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[all,dev]'
 	touch $@
 
-# The main job on an embedded default: a generated line-camera data set in the real Kaggle layout,
-# validated by the same loader training uses. (The daemon demo replaces this once it lands.)
+# The main job on an embedded default: the daemon on generated strip frames with the bundled model,
+# printing the events a ZeroMQ subscriber receives (no camera, no training, edge extra only).
 demo: $(EDGE_VENV)/.installed
-	$(EDGE_VENV)/bin/steel-train synth --out data/demo --images 24 --seed 0
-	$(EDGE_VENV)/bin/steel-train check-data data/demo
+	$(EDGE_VENV)/bin/steel-edge demo --frames 24 --seed 0
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -40,4 +39,4 @@ test-edge: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/python -m pytest -m "not tf"
 
 clean:
-	rm -rf $(VENV) $(EDGE_VENV) data/demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache .mypy_cache .ruff_cache

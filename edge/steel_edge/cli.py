@@ -1,30 +1,135 @@
-"""``steel-edge``: the daemon (frames -> ONNX inference -> defect events on ZeroMQ) and its tools."""
+"""``steel-edge``: the daemon (frames -> ONNX inference -> defect events on ZeroMQ) and its tools.
+
+    steel-edge --source SOURCE [--model FILE.onnx] [--publish ENDPOINT] [--config FILE] [--once]
+    steel-edge demo             the daemon on generated strip images with the bundled model
+    steel-edge subscribe ENDPOINT [--topic PREFIX] [--count N] [--timeout S]
+    steel-edge proxy            XSUB/XPUB fan-in: many daemons -> many subscribers
+    steel-edge validate-config FILE
+    steel-edge bench            (issue #7)
+
+Exit codes: 0 done; 1 the daemon stopped on a fatal error (model refused, source unusable); 2 bad
+command line or config.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable
 
+from steel_edge.configfile import ConfigError, load_config, parse_set_flags
+
+TOOLS = ("demo", "subscribe", "proxy", "validate-config", "bench")
 NOT_BUILT = 3
+BAD_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="steel-edge", description=__doc__.splitlines()[0])
-    parser.add_argument("--source", help="camera0, /dev/video0, a video file, rtsp://..., folder:DIR")
+    parser = argparse.ArgumentParser(
+        prog="steel-edge", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the defect-detection daemon on one source, publishing events on ZeroMQ.",
+        epilog="tools: steel-edge {" + ",".join(TOOLS) + "} --help")
+    parser.add_argument("--source", help="camera0, /dev/video0, a video file, rtsp://..., folder:DIR, "
+                                         "synth:SEED, linescan:SOURCE, genicam:CTI")
     parser.add_argument("--model", help="ONNX model file (default: the bundled model)")
-    parser.add_argument("--publish", help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5555)")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--once", action="store_true", help="folder sources: process what is there, then exit")
-    parser.add_argument("command", nargs="?", choices=["demo", "subscribe", "proxy", "bench", "validate-config"],
-                        help="a tool instead of the daemon")
+    parser.add_argument("--publish", action="append", metavar="ENDPOINT",
+                        help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5555); '>tcp://...' connects to "
+                             "a steel-edge proxy instead (repeatable)")
+    parser.add_argument("--config", help="YAML config file (see configs/edge.yaml)")
+    parser.add_argument("--camera", help="camera id in events and topics (default cam0)")
+    parser.add_argument("--once", action="store_true", default=None,
+                        help="folder sources: process what is there, publish end-of-stream, exit")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set pipeline.batch_size=8 (repeatable)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def edge_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from steel_edge.config import EdgeConfig
+
+    overrides = parse_set_flags(args.set)
+    overrides.update({"source": args.source, "model": args.model, "camera": args.camera, "once": args.once,
+                      "publish.endpoints": args.publish})
+    return load_config(EdgeConfig, args.config, overrides)
+
+
+def run_daemon(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    what = args.command or "daemon"
-    print(f"steel-edge {what}: not built yet (arrives with issues #5-#7)", file=sys.stderr)
+    logging.basicConfig(level=args.log_level, format="steel-edge: %(message)s", stream=sys.stderr)
+    from steel_edge.daemon import Daemon
+    from steel_edge.model import ModelContractError
+    from steel_edge.sources import SourceError
+
+    try:
+        cfg = edge_config(args)
+        daemon = Daemon(cfg)
+    except ConfigError as err:
+        print(f"steel-edge: {err}", file=sys.stderr)
+        return BAD_USAGE
+    except (ModelContractError, SourceError, OSError) as err:
+        print(f"steel-edge: {err}", file=sys.stderr)
+        return 1
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def validate_config(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="steel-edge validate-config",
+                                     description="Check an edge config file; print the failing key and line.")
+    parser.add_argument("file")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, as the daemon would")
+    args = parser.parse_args(argv)
+    from steel_edge.config import EdgeConfig
+    from steel_edge.model import ModelContractError, load_model
+
+    try:
+        cfg = load_config(EdgeConfig, args.file, parse_set_flags(args.set))
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return BAD_USAGE
+    if cfg.model is not None:
+        try:
+            model = load_model(cfg.model)
+        except ModelContractError as err:
+            print(f"{args.file}: model: {err}", file=sys.stderr)
+            return BAD_USAGE
+        print(f"{args.file}: model {cfg.model}: {model.contract.kind}, sha256 {model.sha256}")
+    print(f"{args.file}: ok (camera {cfg.camera}, source {cfg.source or '(from --source)'}, "
+          f"publish {', '.join(cfg.publish.endpoints)})")
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    print("steel-edge bench: not built yet (issue #7)", file=sys.stderr)
     return NOT_BUILT
+
+
+def _tool(name: str) -> Callable[[list[str]], int]:
+    if name == "demo":
+        from steel_edge.demo import demo_main
+
+        return demo_main
+    if name == "subscribe":
+        from steel_edge.subscriber import subscribe_main
+
+        return subscribe_main
+    if name == "proxy":
+        from steel_edge.proxy import proxy_main
+
+        return proxy_main
+    if name == "validate-config":
+        return validate_config
+    return _bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        return _tool(argv[0])(argv[1:])
+    return run_daemon(argv)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,20 @@ def _deep_update(target: dict[str, Any], source: Mapping[str, Any]) -> None:
             target[key] = value
 
 
+def parse_set_flags(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` flags as dotted-key overrides; values are read as YAML (``3``, ``true``, ``[1, 2]``)."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError([f"command line: --set {item!r}: expected KEY=VALUE"])
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"command line: --set {item!r}: value is not valid YAML ({exc})"]) from None
+    return overrides
+
+
 def load_config(
     model: type[M],
     path: Path | str | None = None,

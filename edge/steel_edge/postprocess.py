@@ -95,7 +95,7 @@ class Defect:
 class TileResult:
     masks: np.ndarray  # (4, frame_h, frame_w) uint8 0/1, final masks after every rule
     defects: tuple[Defect, ...]  # by class, then in raster order of each region's first pixel
-    presence: tuple[float, float, float, float] | None
+    presence: tuple[float, ...] | None  # seg: the 4 presence scores; cls results: every class probability
 
     @property
     def classes(self) -> tuple[int, ...]:

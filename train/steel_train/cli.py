@@ -12,9 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
-from steel_edge.configfile import ConfigError
+from steel_edge.configfile import ConfigError, parse_set_flags
 from steel_edge.data.errors import DataError
 
 
@@ -58,11 +56,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from steel_train.fit import fit
 
     overrides = {"fit.epochs": args.epochs, "fit.seed": args.seed, "fit.steps_per_epoch": args.steps_per_epoch}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError([f"command line: --set {item!r}: expected KEY=VALUE"])
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(parse_set_flags(args.set))
     cfg = load_train_config(args.model, args.config, overrides)
     result = fit([Path(d) for d in args.data], cfg, Path(args.out))
     print(json.dumps(result["metrics"], indent=2, default=str))
