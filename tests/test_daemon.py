@@ -41,6 +41,7 @@ def make_config(source: str, state: Path, **sections: object) -> EdgeConfig:
         "publish": {"endpoints": ["tcp://127.0.0.1:*"], "wait_subscribers": 1, "rle": True},
         "folder": {"state_dir": str(state), "settle_s": 0.3, "poll_s": 0.05},
         "status": {"interval_s": 0.5}, "reload": {"enabled": False},
+        "journal": {"path": str(state / "events.journal"), "replay_endpoint": "tcp://127.0.0.1:*"},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -127,9 +128,9 @@ def _received_masks(event: DefectEvent) -> np.ndarray:
 
 
 def _check_stream(run: Run) -> None:
-    """seq runs 0, 1, 2, ... with no gap from one publisher; eos is last and names the seq before it."""
+    """seq runs on with no gap from one publisher; eos is last and names the seq before it."""
     seqs = [e.seq for e, _ in run.events]
-    assert seqs == list(range(len(seqs)))
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert len({e.publisher for e, _ in run.events}) == 1
     eos = run.events[-1][0]
     assert isinstance(eos, EndOfStreamEvent) and eos.last_seq == seqs[-2]
@@ -283,6 +284,8 @@ def test_sigterm_during_a_batch_drains_and_a_restart_finishes_it_exactly_once(sy
     names = _slow_folder(synth_dir, folder, 120)
     state = tmp_path / "state"
     seen: list[str] = []
+    next_seq = 0
+    publishers: set[str] = set()
     for attempt in range(2):
         endpoint = _free_endpoint()
         ctx = zmq.Context()
@@ -292,7 +295,8 @@ def test_sigterm_during_a_batch_drains_and_a_restart_finishes_it_exactly_once(sy
         proc = subprocess.Popen(
             _cli("--source", f"folder:{folder}", "--once", "--publish", endpoint,
                  "--set", "publish.wait_subscribers=1", "--set", f"folder.state_dir={state}",
-                 "--set", "pipeline.batch_size=1", "--set", "reload.enabled=false"),
+                 "--set", "pipeline.batch_size=1", "--set", "reload.enabled=false",
+                 "--set", f"journal.path={state / 'events.journal'}", "--set", "journal.replay_endpoint=tcp://127.0.0.1:*"),
             stderr=subprocess.PIPE, text=True, cwd=REPO)
         events = []
         try:
@@ -312,7 +316,10 @@ def test_sigterm_during_a_batch_drains_and_a_restart_finishes_it_exactly_once(sy
             ctx.term()
         eos = events[-1]
         assert isinstance(eos, EndOfStreamEvent)
-        assert [e.seq for e in events] == list(range(len(events)))
+        # one journal, so one publisher id and one seq sequence across both runs
+        assert [e.seq for e in events] == list(range(next_seq, next_seq + len(events)))
+        next_seq = events[-1].seq + 1
+        publishers.add(events[0].publisher)
         assert eos.reason == ("interrupted" if attempt == 0 else "complete")
         got = [e.frame_id for e in events if isinstance(e, DefectEvent)]
         assert eos.frames_processed == len(got)
@@ -320,6 +327,7 @@ def test_sigterm_during_a_batch_drains_and_a_restart_finishes_it_exactly_once(sy
             assert 10 <= len(got) < len(names)
         seen += got
     assert seen == names  # every file exactly once, in order, across the two runs
+    assert len(publishers) == 1
 
 
 @pytest.mark.timeout(120)

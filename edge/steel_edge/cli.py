@@ -5,7 +5,8 @@
     steel-edge subscribe ENDPOINT [--topic PREFIX] [--count N] [--timeout S]
     steel-edge proxy            XSUB/XPUB fan-in: many daemons -> many subscribers
     steel-edge validate-config FILE
-    steel-edge bench            (issue #7)
+    steel-edge keys DIR         CurveZMQ key pairs for the daemon and its subscribers
+    steel-edge bench            raw onnxruntime vs the whole pipeline, on the same frames
 
 Exit codes: 0 done; 1 the daemon stopped on a fatal error (model refused, source unusable); 2 bad
 command line or config.
@@ -17,11 +18,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from steel_edge.configfile import ConfigError, load_config, parse_set_flags
 
-TOOLS = ("demo", "subscribe", "proxy", "validate-config", "bench")
-NOT_BUILT = 3
+TOOLS = ("demo", "subscribe", "proxy", "validate-config", "bench", "keys")
 BAD_USAGE = 2
 
 
@@ -59,7 +60,9 @@ def run_daemon(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="steel-edge: %(message)s", stream=sys.stderr)
     from steel_edge.daemon import Daemon
+    from steel_edge.journal import JournalError
     from steel_edge.model import ModelContractError
+    from steel_edge.security import SecurityError
     from steel_edge.sources import SourceError
 
     try:
@@ -68,11 +71,24 @@ def run_daemon(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"steel-edge: {err}", file=sys.stderr)
         return BAD_USAGE
-    except (ModelContractError, SourceError, OSError) as err:
+    except (ModelContractError, SourceError, SecurityError, JournalError, OSError) as err:
         print(f"steel-edge: {err}", file=sys.stderr)
         return 1
+    _warn_permissions(args.config, cfg, daemon)
     daemon.install_signal_handlers()
     return daemon.run()
+
+
+def _warn_permissions(config_path: str | None, cfg, daemon) -> None:  # type: ignore[no-untyped-def]
+    """Config and key files others can read or write: warned at start, not refused (DESIGN: operators decide)."""
+    from steel_edge.security import permission_warnings
+
+    paths = [Path(p) for p in (config_path, cfg.security.curve_secret_key, cfg.security.curve_allowed_clients) if p]
+    problems = permission_warnings(*paths)
+    if daemon.curve is not None:
+        problems += [w for w in daemon.curve.warnings() if w not in problems]
+    for problem in problems:
+        logging.getLogger("steel_edge.security").warning(problem)
 
 
 def validate_config(argv: list[str]) -> int:
@@ -102,11 +118,6 @@ def validate_config(argv: list[str]) -> int:
     return 0
 
 
-def _bench(argv: list[str]) -> int:
-    print("steel-edge bench: not built yet (issue #7)", file=sys.stderr)
-    return NOT_BUILT
-
-
 def _tool(name: str) -> Callable[[list[str]], int]:
     if name == "demo":
         from steel_edge.demo import demo_main
@@ -122,7 +133,13 @@ def _tool(name: str) -> Callable[[list[str]], int]:
         return proxy_main
     if name == "validate-config":
         return validate_config
-    return _bench
+    if name == "keys":
+        from steel_edge.security import keys_main
+
+        return keys_main
+    from steel_edge.bench import bench_main
+
+    return bench_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,6 +121,28 @@ class ReloadConfig(_Section):
     poll_s: Seconds = Field(2.0, description="how often to check the model file")
 
 
+class JournalConfig(_Section):
+    enabled: bool = Field(True, description="append every event to a local SQLite journal before sending it")
+    path: Path | None = Field(None, description="journal file; default: ~/.local/state/steel-edge/<camera>.journal")
+    max_events: int = Field(1_000_000, ge=1, description="retention: keep at most this many events")
+    max_age_s: float = Field(7 * 24 * 3600.0, gt=0, description="retention: drop events older than this")
+    max_bytes: int = Field(1 << 30, ge=1 << 20, description="retention: keep the journal file under about this size")
+    sync: Literal["normal", "full"] = Field(
+        "normal", description="normal: survives a killed process; full: also a power loss (fsync per event, slower)")
+    replay_endpoint: str | None = Field(
+        "tcp://127.0.0.1:5558", description="ROUTER endpoint serving replay requests (none: off); loopback by default")
+    replay_max_batch: int = Field(1000, ge=1, le=100_000, description="events per replay reply at most")
+
+
+class SecurityConfig(_Section):
+    curve_secret_key: Path | None = Field(
+        None, description="the daemon's CURVE secret key file (steel-edge keys); set = encrypt and authenticate")
+    curve_allowed_clients: Path | None = Field(
+        None, description="folder of subscriber public key files allowed to connect (required with CURVE)")
+    model_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="refuse to start (and to reload) a model with another sha256")
+
+
 class EdgeConfig(_Section):
     """Everything ``steel-edge`` reads; ``configs/edge.yaml`` documents each key."""
 
@@ -142,3 +164,5 @@ class EdgeConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     save: SaveConfig = SaveConfig()
     reload: ReloadConfig = ReloadConfig()
+    journal: JournalConfig = JournalConfig()
+    security: SecurityConfig = SecurityConfig()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import zmq
 
 from steel_edge.config import EdgeConfig
 from steel_edge.events import (
@@ -47,11 +48,13 @@ from steel_edge.events import (
     result_event,
     utcnow,
 )
+from steel_edge.journal import Journal, default_path
 from steel_edge.model import EdgeModel, ModelContractError, load_model
 from steel_edge.outputs import FrameSaver, crop_jpeg
 from steel_edge.postprocess import Defect, PostprocessParams, TileResult, postprocess
 from steel_edge.publisher import Publisher
 from steel_edge.queues import BoundedQueue, Closed
+from steel_edge.replay import ReplayServer
 from steel_edge.sources import EndOfStream, Frame, FrameError, Source, SourceError, SourceLost, open_source
 from steel_edge.sources.base import ErrorKind
 from steel_edge.telemetry import PrometheusMetrics, Stats
@@ -102,6 +105,7 @@ class Daemon:
         self.model_path = Path(config.model) if config.model else BUNDLED_MODEL
         self.model = model or load_model(self.model_path, threads=config.inference.threads,
                                          spinning=config.inference.spinning)
+        _check_pin(self.model, config.security.model_sha256)
         spec = self.model.contract.input
         self.tile_size = (spec.height, spec.width)
         exact = spec.resize == "none" and not config.source.startswith("linescan:")
@@ -114,7 +118,29 @@ class Daemon:
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.state: Literal["running", "reconnecting", "draining"] = "running"
-        self.publisher = Publisher(config.publish)
+        self._ctx = zmq.Context()
+        self.curve = None
+        self.journal: Journal | None = None
+        self.replay: ReplayServer | None = None
+        try:
+            if config.security.curve_secret_key is not None:
+                from steel_edge.security import CurveServer
+
+                if config.security.curve_allowed_clients is None:
+                    raise SourceError("security.curve_secret_key needs security.curve_allowed_clients (a folder "
+                                      "of subscriber public keys)")
+                self.curve = CurveServer(self._ctx, config.security.curve_secret_key,
+                                         config.security.curve_allowed_clients)
+                self.curve.start()
+            if config.journal.enabled:
+                self.journal = Journal(config.journal.path or default_path(config.camera), config.journal)
+            self.publisher = Publisher(config.publish, self._ctx, journal=self.journal, secure=self.curve)
+            if self.journal is not None and config.journal.replay_endpoint:
+                self.replay = ReplayServer(self._ctx, config.journal.replay_endpoint, self.journal.path,
+                                           config.journal.replay_max_batch, secure=self.curve)
+        except BaseException:
+            self._close_zmq()
+            raise
         self.saver = FrameSaver(config.save) if config.save.dir is not None else None
         self.fatal = False
         self.frames_processed = 0
@@ -153,6 +179,9 @@ class Daemon:
                 if not got:
                     log.warning("only %d of %d subscriptions arrived; starting anyway",
                                 self.publisher.subscriptions, self.cfg.publish.wait_subscribers)
+            if self.replay is not None:
+                self.replay.start()
+                log.info("replay on %s (journal %s)", self.replay.endpoint, self.journal.path if self.journal else "")
             self._start(self._capture_loop, "capture")
             self._start(self._infer_loop, "infer")
             if self.cfg.reload.enabled:
@@ -165,10 +194,22 @@ class Daemon:
             for t in self._threads:
                 t.join(timeout=10)
             self._close_source()
-            self.publisher.close()
+            self._close_zmq()
             if prom is not None:
                 prom.stop()
         return 1 if self.fatal else 0
+
+    def _close_zmq(self) -> None:
+        """Sockets first (with their linger), then the authenticator, then the context: the other order hangs."""
+        if getattr(self, "replay", None) is not None:
+            self.replay.close()  # type: ignore[union-attr]
+        if getattr(self, "publisher", None) is not None:
+            self.publisher.close()
+        if self.journal is not None:
+            self.journal.close()
+        if self.curve is not None:
+            self.curve.stop()
+        self._ctx.term()
 
     def _start(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=f"steel-edge-{name}", daemon=True)  # type: ignore[arg-type]
@@ -399,7 +440,8 @@ class Daemon:
         self._send(StatusEvent(**self._head(), interval_s=self.cfg.status.interval_s, state=self.state,
                                uptime_s=self.stats.uptime(), fps=snap.fps, latency=latency, queues=queues,
                                frames_in=snap.frames_in, frames_out=snap.frames_out, drops=self.frames.drops,
-                               errors=snap.errors, reconnects=snap.reconnects, model=ModelInfo.of(self.model)))
+                               errors=snap.errors, reconnects=snap.reconnects, model=ModelInfo.of(self.model),
+                               journal_errors=self.journal.errors if self.journal is not None else 0))
 
     # -- model hot reload ----------------------------------------------------------------------
     def _reload_loop(self) -> None:
@@ -419,6 +461,7 @@ class Daemon:
     def _reload(self) -> None:
         try:
             new = load_model(self.model_path, threads=self.cfg.inference.threads, spinning=self.cfg.inference.spinning)
+            _check_pin(new, self.cfg.security.model_sha256)
             old = self.model.contract
             if new.contract.kind != old.kind or new.contract.input != old.input:
                 raise ModelContractError(
@@ -436,6 +479,12 @@ class Daemon:
             self.stats.prom.set_model(new.sha256)
         log.info("model reloaded: %s (sha256 %s)", self.model_path, new.sha256[:12])
         self._post(_State(self.state))
+
+
+def _check_pin(model: EdgeModel, pinned: str | None) -> None:
+    if pinned is not None and model.sha256 != pinned:
+        raise ModelContractError(f"{model.path}: sha256 is {model.sha256}, but security.model_sha256 pins {pinned}; "
+                                 "refusing to run a model other than the pinned one")
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

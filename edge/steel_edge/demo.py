@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steel_edge.config import EdgeConfig, FolderConfig, PublishConfig, ReloadConfig, StatusConfig
+from steel_edge.config import EdgeConfig, FolderConfig, JournalConfig, PublishConfig, ReloadConfig, StatusConfig
 from steel_edge.data.rle import decode
 from steel_edge.data.severstal import SeverstalImage, load_severstal
 from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent
@@ -60,7 +60,8 @@ def run_demo(root: Path, state_dir: Path, model: str | None, as_json: bool) -> i
         camera="demo", source=f"folder:{root / 'train_images'}", once=True, model=Path(model) if model else None,
         publish=PublishConfig(endpoints=("tcp://127.0.0.1:*",), wait_subscribers=1, rle=True),
         folder=FolderConfig(state_dir=state_dir, quarantine=False), status=StatusConfig(interval_s=1.0),
-        reload=ReloadConfig(enabled=False))
+        reload=ReloadConfig(enabled=False),
+        journal=JournalConfig(path=state_dir / "events.journal", replay_endpoint="tcp://127.0.0.1:*"))
     daemon = Daemon(cfg)
     endpoint = daemon.publisher.bound[0]
     print(f"daemon publishing on {endpoint}; model {daemon.model_path.name} sha256 {daemon.model.sha256[:12]}; "

@@ -202,6 +202,8 @@ class StatusEvent(_Event):
     drops: Count = Field(..., description="frames dropped by back-pressure since start (live sources only)")
     errors: Count = Field(0, description="error events since start")
     reconnects: Count = Field(0, description="source reconnects since start")
+    journal_errors: Count = Field(0, description="events the journal failed to store since start (disk full, "
+                                                 "read-only); they were still sent")
     model: ModelInfo
 
 

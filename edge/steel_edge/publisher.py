@@ -13,27 +13,37 @@ thread-safe): the daemon's publishing loop. ``close`` lingers ``linger_ms`` so q
 before the context ends (closing after terminating the context hangs the process).
 
 Send never blocks: a subscriber whose queue reached ``sndhwm`` loses messages (ZeroMQ's PUB rule), which
-it detects as a gap in ``seq``.
+it detects as a gap in ``seq`` and recovers from the journal through the replay endpoint.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import zmq
 
 from steel_edge.config import PublishConfig
 from steel_edge.events import AnyEvent, encode, new_publisher_id, topic_of
+from steel_edge.journal import Journal
 
 
 class Publisher:
-    def __init__(self, cfg: PublishConfig, context: zmq.Context | None = None) -> None:
+    """``journal``: events are appended there before they are sent, and ``publisher_id`` and ``seq``
+    continue the journal's (module ``steel_edge.journal``); without one, a fresh id and seq 0.
+    ``secure``: a ``steel_edge.security.CurveServer`` applied to the socket before it binds."""
+
+    def __init__(self, cfg: PublishConfig, context: zmq.Context | None = None, *,
+                 journal: Journal | None = None, secure: Any = None) -> None:
         self.cfg = cfg
-        self.publisher_id = new_publisher_id()
+        self.journal = journal
+        self.publisher_id = journal.publisher_id if journal is not None else new_publisher_id()
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.XPUB)
+        if secure is not None:
+            secure.apply(self._sock)
         self._sock.setsockopt(zmq.SNDHWM, cfg.sndhwm)
         self._sock.setsockopt(zmq.LINGER, cfg.linger_ms)
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscribe, also repeats of a topic
@@ -48,7 +58,7 @@ class Publisher:
         except zmq.ZMQError as err:
             self.close()
             raise OSError(f"cannot open ZeroMQ endpoint {ep!r}: {err}") from err
-        self._seq = 0
+        self._seq = journal.next_seq if journal is not None else 0
         self.last_seq: int | None = None
         self.subscriptions = 0
         self.sent = 0
@@ -65,6 +75,9 @@ class Publisher:
         parts = [topic_of(event), encode(event)]
         if crop is not None:
             parts.append(crop)
+        if self.journal is not None:
+            # first the journal, then the wire: whatever a subscriber received, replay can give again
+            self.journal.append(self._seq, parts[0], parts[1], crop)
         self._sock.send_multipart(parts, copy=False)
         self.last_seq = self._seq
         self._seq += 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -120,6 +121,7 @@ class Subscriber:
         rcvhwm: int = DEFAULT_RCVHWM,
         detect_gaps: bool | None = None,
         on_invalid: Callable[[EventError, list[bytes]], None] | None = None,
+        secure: Callable[[zmq.Socket[bytes]], None] | None = None,
     ) -> None:
         eps = _as_list(endpoints)
         subs = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in _as_list(topics)]
@@ -146,6 +148,8 @@ class Subscriber:
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         for prefix in subs:
             self._sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        if secure is not None:  # e.g. steel_edge.security.apply_client_curve, before connecting
+            secure(self._sock)
         try:
             for ep in eps:
                 if ep.startswith("@"):
@@ -250,7 +254,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit when no event arrives for S seconds")
     parser.add_argument("--until-eos", action="store_true", help="exit 0 after the first eos event (batch runs)")
     parser.add_argument("--save-crops", type=Path, metavar="DIR", help="write JPEG crops as DIR/<event_id>.jpg")
+    parser.add_argument("--resume", action="store_true",
+                        help="at-least-once: catch up from the daemon's journal first, then fill every seq gap "
+                             "from it; duplicates are dropped by seq (needs --replay; takes every kind)")
+    parser.add_argument("--replay", default="tcp://127.0.0.1:5558", metavar="ENDPOINT",
+                        help="the daemon's replay endpoint (journal.replay_endpoint; default %(default)s)")
+    parser.add_argument("--state", type=Path, metavar="FILE",
+                        help="with --resume: remember the last seq handled here, and resume after it next time "
+                             "(without it, a start replays everything the journal retains)")
+    parser.add_argument("--curve-server-key", type=Path, metavar="FILE",
+                        help="the daemon's CURVE public key file (steel-edge keys): encrypt and authenticate")
+    parser.add_argument("--curve-secret-key", type=Path, metavar="FILE",
+                        help="this subscriber's CURVE secret key file (its public key must be in the daemon's "
+                             "allow-list)")
     return parser
+
+
+def _load_state(path: Path | None) -> tuple[str, int] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return str(data["publisher"]), int(data["seq"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a subscriber state file ({err}); delete it to start from the oldest "
+                         "retained event") from None
+
+
+def _save_state(path: Path, publisher: str, seq: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"publisher": publisher, "seq": seq}))
+    os.replace(tmp, path)  # atomic: a crash leaves the old state or the new one, never half
 
 
 def _short(publisher: str) -> str:
@@ -287,9 +321,31 @@ def subscribe_main(argv: list[str] | None = None) -> int:
         except OSError as err:
             say(f"cannot create --save-crops folder: {err}")
             return 2
+    secure = None
+    if args.curve_server_key is not None or args.curve_secret_key is not None:
+        from steel_edge.security import apply_client_curve
+
+        if args.curve_server_key is None or args.curve_secret_key is None:
+            say("CURVE needs both --curve-server-key and --curve-secret-key")
+            return 2
+        server_key, secret_key = args.curve_server_key, args.curve_secret_key
+
+        def secure(sock: zmq.Socket[bytes]) -> None:
+            apply_client_curve(sock, server_key, secret_key)
+
+    if args.resume and args.topic:
+        say("--resume takes every event (seq has to be complete); filter its output instead, e.g. with jq")
+        return 2
     try:
-        sub = Subscriber(args.endpoints, topics, on_invalid=lambda err, _frames: say(f"invalid message: {err}"))
-    except ValueError as err:
+        if args.resume:
+            from steel_edge.resume import ResumingSubscriber
+
+            resuming = ResumingSubscriber(args.endpoints, args.replay, resume_from=_load_state(args.state),
+                                          secure=secure)
+            return _resume_loop(resuming, args, say)
+        sub = Subscriber(args.endpoints, topics, on_invalid=lambda err, _frames: say(f"invalid message: {err}"),
+                         secure=secure)
+    except ValueError as err:  # also steel_edge.security.SecurityError: a bad key file
         say(str(err))
         return 2
 
@@ -333,6 +389,38 @@ def subscribe_main(argv: list[str] | None = None) -> int:
     gaps = f"{_plural(sub.gaps, 'gap')} ({_plural(sub.missing, 'message')} missing)" if sub.detect_gaps \
         else "gaps not checked (filtered topics)"
     say(f"{_plural(sub.received, 'event')}, {gaps}, {sub.invalid} invalid, {sub.replays} replayed")
+    return status
+
+
+def _resume_loop(sub: Any, args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    """``subscribe --resume``: every retained event once, in seq order; state saved after each line."""
+    from steel_edge.resume import ReplayError
+
+    received = 0
+    status = 0
+    try:
+        with sub:
+            while args.count is None or received < args.count:
+                msg = sub.recv(args.timeout)
+                if msg is None:
+                    status = 1 if (args.count is not None or args.until_eos) else 0
+                    break
+                sys.stdout.write(encode(msg.event).decode("utf-8") + "\n")
+                sys.stdout.flush()
+                received += 1
+                if args.state is not None:
+                    _save_state(args.state, msg.event.publisher, msg.event.seq)
+                if args.save_crops is not None and msg.crop is not None and isinstance(msg.event, DefectEvent):
+                    _save_crop(args.save_crops, msg.event, msg.crop)
+                if args.until_eos and isinstance(msg.event, EndOfStreamEvent):
+                    break
+    except ReplayError as err:
+        say(str(err))
+        status = 1
+    except KeyboardInterrupt:
+        status = 0
+    say(f"{_plural(received, 'event')}, {sub.recovered} from the journal, {sub.duplicates} duplicates dropped, "
+        f"{sub.lost} lost past retention")
     return status
 
 

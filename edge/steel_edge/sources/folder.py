@@ -21,7 +21,31 @@ ledger line (crash mid-append) is ignored.
 **Unreadable files** (empty, truncated, not an image, wrong size) are moved to ``quarantine_dir``
 (``STATE_DIR/quarantine`` by default, relative path kept, a numeric suffix when the name is taken) and
 reported as a ``FrameError``; the daemon publishes an ``error`` event naming the file and goes on.
-With ``quarantine: false`` they are only recorded in the ledger.
+With ``quarantine: false`` they are only recorded in the ledger. Every file is read once, through one
+descriptor, and checked from memory (``steel_edge.data.imageio``): the error kinds are
+
+- ``read``: the file could not be read: deleted between listing and reading (reported, not skipped
+  silently: it was seen, so someone should hear it went), a symbolic link, not a regular file, too big;
+- ``decode``: empty, truncated (a JPEG without its end-of-image marker, a PNG without ``IEND``: a
+  partly decoded frame is never passed on), not a JPEG/PNG/BMP/TIFF whatever its name says, corrupt;
+- ``frame_size``: a size the model cannot take (``expect_size``), or a header declaring more than
+  ``MAX_IMAGE_PIXELS`` (a decompression bomb), refused from the header without decoding.
+
+Colour, RGBA and 16-bit images are converted to 8-bit gray, not refused (``imageio``'s docstring).
+
+**Symbolic links are never followed**, wherever they point (out of the folder, into it, nowhere): a
+link whose name matches the patterns is refused as a ``read`` error and the *link* is moved to
+quarantine; its target is not opened, not moved, not touched. A link inside the folder would otherwise
+process one file twice, and one pointing out of it would let whoever can write the folder make the
+daemon read (and quarantine) any file it can. Files are opened with ``O_NOFOLLOW``, so a file swapped
+for a link after the listing is refused too. Directories (also one named ``x.jpg``), FIFOs, sockets
+and devices are not files to process and are ignored; with ``recursive`` sub-folders are entered, but
+never through a link.
+
+**File names that are not UTF-8** (a Linux name is bytes) are opened and moved by their real name,
+but reported (``frame_id``, ``file``, messages) with the odd bytes as ``\\xff`` escapes
+(``imageio.display_path``), since JSON carries only Unicode text; the ledger keeps the exact name
+(JSON ``\\udcff`` escapes), so a restart skips the file.
 """
 
 from __future__ import annotations
@@ -37,7 +61,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from steel_edge.config import FolderConfig
-from steel_edge.data.imageio import ImageReadError, image_size, read_gray
+from steel_edge.data.imageio import (
+    ImageFileError,
+    ImageReadError,
+    ImageTooLarge,
+    checked_size,
+    decode_gray,
+    display_path,
+    read_bytes,
+)
 from steel_edge.sources.base import EndOfStream, ErrorKind, Frame, FrameError, SourceError
 
 LEDGER_NAME = "processed.log"
@@ -77,8 +109,13 @@ class Ledger:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def record(self, key: _FileKey, outcome: str, **extra: Any) -> None:
-        line = json.dumps({"file": key.rel, "size": key.size, "mtime_ns": key.mtime_ns, "outcome": outcome,
-                           "at": time.time(), **extra}, ensure_ascii=False)
+        rec = {"file": key.rel, "size": key.size, "mtime_ns": key.mtime_ns, "outcome": outcome,
+               "at": time.time(), **extra}
+        line = json.dumps(rec, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a non-UTF-8 file name (lone surrogates): escape it, exactly reversibly
+            line = json.dumps(rec, ensure_ascii=True)
         with self._lock:
             self.done.add(key)
             if self._fh is not None:
@@ -149,20 +186,40 @@ class FolderSource:
 
     # -- files ---------------------------------------------------------------------------------
     def _candidates(self) -> list[Path]:
-        walker = self.root.rglob("*") if self.cfg.recursive else self.root.iterdir()
-        out = []
-        for path in walker:
-            rel = path.relative_to(self.root)
-            if any(part.startswith(".") for part in rel.parts) or path.name.endswith(_TEMP_SUFFIXES):
-                continue  # hidden (our own state folder too) and being-written names
-            name = path.name.lower()
-            if any(fnmatch.fnmatch(name, p.lower()) for p in self.cfg.patterns) and path.is_file():
-                out.append(path)
+        """Regular files and symbolic links whose names match, in name order (links to be refused).
+
+        ``os.scandir`` with ``follow_symlinks=False`` throughout: a link is never entered or followed,
+        and a directory named like an image is not a file.
+        """
+        out: list[Path] = []
+        self._walk(self.root, out)
         return sorted(out)
+
+    def _walk(self, folder: Path, out: list[Path]) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return  # a sub-folder removed or made unreadable meanwhile: nothing to take from it
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name.endswith(_TEMP_SUFFIXES):
+                continue  # hidden (our own state folder too) and being-written names
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if self.cfg.recursive:
+                        self._walk(folder / name, out)
+                    continue
+                if not (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
+                    continue  # FIFO, socket, device
+            except OSError:
+                continue  # vanished between listing and stat
+            lower = name.lower()
+            if any(fnmatch.fnmatch(lower, p.lower()) for p in self.cfg.patterns):
+                out.append(folder / name)
 
     def _key(self, path: Path) -> _FileKey | None:
         try:
-            st = path.stat()
+            st = os.lstat(path)  # a link's own identity: its target is never looked at
         except OSError:
             return None  # vanished between listing and stat
         return _FileKey(path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns)
@@ -193,49 +250,80 @@ class FolderSource:
         return ready
 
     def _take(self, key: _FileKey) -> Frame | None:
-        """The file's frame; None if it turned out to be still changing; ``FrameError`` if unusable."""
+        """The file's frame; None if it turned out to be still changing; ``FrameError`` if unusable.
+
+        The bytes are read once and every check runs on them (size from the header before decoding,
+        so a bomb or a wrong-size file is never decoded); the file is not opened a second time.
+        """
         path = self.root / key.rel
         self._taken.add(key)
         t0 = time.monotonic()
         try:
-            if self.expect_size is not None:
-                width, height = image_size(path)
-                if (height, width) != self.expect_size:
-                    raise _WrongSize(path, f"image is {width}x{height}, the model needs "
-                                           f"{self.expect_size[1]}x{self.expect_size[0]} (width x height)")
-            image = read_gray(path)
+            self._refuse_link(path)
+            data = read_bytes(path, follow_symlinks=False)
+            width, height = checked_size(data, path)
+            if self.expect_size is not None and width and (height, width) != self.expect_size:
+                raise _WrongSize(path, f"image is {width}x{height}, the model needs "
+                                       f"{self.expect_size[1]}x{self.expect_size[0]} (width x height)")
+            image = decode_gray(data, path)
+            if self.expect_size is not None and image.shape != self.expect_size:  # formats without a header size
+                raise _WrongSize(path, f"image is {image.shape[1]}x{image.shape[0]}, the model needs "
+                                       f"{self.expect_size[1]}x{self.expect_size[0]} (width x height)")
         except (ImageReadError, OSError) as err:
             if not self.batch and self._changed(path, key):
                 self._taken.discard(key)  # still being written after all: wait for it to settle again
                 self._seen.pop(key.rel, None)
                 return None
             raise self._reject(path, key, err) from None
-        return Frame(image=image, frame_id=key.rel, t_mono=t0, file=str(path), done=lambda: self._done(key, "ok"))
+        return Frame(image=image, frame_id=display_path(key.rel), t_mono=t0, file=display_path(path),
+                     done=lambda: self._done(key, "ok"))
+
+    def _refuse_link(self, path: Path) -> None:
+        """``ImageFileError`` for a symbolic link, saying where it points; the target is never opened."""
+        if not path.is_symlink():
+            return
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        resolved = Path(os.path.realpath(path))  # resolves names only; opens nothing
+        if not os.path.exists(path):
+            where = "a dangling link"
+        elif resolved.is_relative_to(self.root.resolve()):
+            where = "inside the folder"
+        else:
+            where = "outside the folder"
+        raise ImageFileError(path, f"is a symbolic link to {display_path(target)!r} ({where}); links are "
+                                   "never followed, the link is refused and its target left alone")
 
     def _changed(self, path: Path, key: _FileKey) -> bool:
         now = self._key(path)
         return now is not None and now != key
 
     def _reject(self, path: Path, key: _FileKey, err: Exception) -> FrameError:
-        message = str(err) if isinstance(err, ImageReadError) else f"{path}: {err}"
-        kind: ErrorKind = "frame_size" if isinstance(err, _WrongSize) else "decode"
-        if isinstance(err, OSError) or not path.exists():
+        message = str(err) if isinstance(err, ImageReadError) else f"{display_path(path)}: {err}"
+        kind: ErrorKind = "decode"
+        if isinstance(err, _WrongSize | ImageTooLarge):
+            kind = "frame_size"
+        elif isinstance(err, ImageFileError | OSError) or not os.path.lexists(path):
             kind = "read"
         moved: Path | None = None
-        if self.cfg.quarantine:
+        if self.cfg.quarantine and os.path.lexists(path):  # a file deleted meanwhile has nothing to move
             try:
                 moved = self._quarantine(path, key.rel)
             except OSError as move_err:
                 message += f" (could not quarantine: {move_err})"
-        return FrameError(message, kind=kind, frame_id=key.rel, file=str(path),
-                          quarantined_to=str(moved) if moved else None,
+        message = _text(message)
+        return FrameError(message, kind=kind, frame_id=display_path(key.rel), file=display_path(path),
+                          quarantined_to=display_path(moved) if moved else None,
                           done=lambda: self._done(key, "error", error=message))
 
     def _quarantine(self, path: Path, rel: str) -> Path:
+        """Move ``path`` (a link itself, never its target: ``rename`` does not follow) into quarantine."""
         target = self.quarantine_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         n = 1
-        while target.exists():
+        while os.path.lexists(target):  # lexists: a dangling link already there still takes the name
             target = target.with_name(f"{Path(rel).stem}.{n}{Path(rel).suffix}")
             n += 1
         shutil.move(os.fspath(path), os.fspath(target))
@@ -244,3 +332,8 @@ class FolderSource:
     def _done(self, key: _FileKey, outcome: str, **extra: Any) -> None:
         self.ledger.record(key, outcome, **extra)
         self._taken.discard(key)
+
+
+def _text(message: str) -> str:
+    """``message`` as valid UTF-8 text: an ``OSError`` may carry a non-UTF-8 name as lone surrogates."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
