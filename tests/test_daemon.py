@@ -429,6 +429,10 @@ def test_cli_errors_name_the_problem(tmp_path: Path) -> None:
     r = subprocess.run(_cli("--source", "folder:/nonexistent/x", "--once", "--publish", "tcp://127.0.0.1:*"),
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 1 and "/nonexistent/x does not exist" in r.stderr
+    r = subprocess.run(_cli("--source", "synth:0:1", "--publish", "tcp://127.0.0.1:*",
+                            "--set", "inference.providers=[CUDAExecutionProvider]"),
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 1 and "CUDAExecutionProvider" in r.stderr and "onnxruntime-gpu" in r.stderr
 
 
 def test_validate_config(tmp_path: Path) -> None:

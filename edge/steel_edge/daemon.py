@@ -8,10 +8,16 @@ overlap (OpenCV and onnxruntime release the GIL):
   wait. It owns the source: it opens it, reopens a lost live source with exponential back-off (each loss
   is a ``status`` event in state ``reconnecting``), and closes it.
 - **infer** takes up to ``batch_size`` frames (waiting at most ``max_batch_wait_ms`` for a batch to
-  fill), runs the model once on the batch and post-processes each frame with the model's tuned rules.
-- **publish** (the thread that called ``run``) owns the ZeroMQ socket: it sends every result, error,
-  status and end-of-stream event, then tells the source the frame is done (a folder source records the
-  file in its ledger only then, so nothing is skipped after a crash), and saves frames when asked.
+  fill) and runs the model once on the batch. It does nothing else: on a small box it is the bottleneck.
+- **publish** (the thread that called ``run``) post-processes each frame with the model's tuned rules and
+  owns the ZeroMQ socket: it sends every result, error, status and end-of-stream event, then tells the
+  source the frame is done (a folder source records the file in its ledger only then, so nothing is
+  skipped after a crash), and saves frames when asked.
+
+Threads: onnxruntime gets the CPUs of the process's affinity minus one (at least one) unless
+``inference.threads`` says otherwise: capture (JPEG decode, ~1 ms a frame) and post-processing need a
+core of their own, and an inference pool that spans every core is held up by them (measured with
+``steel-edge bench``: 2 threads on 2 cores ran each batch 1.5x slower inside the pipeline than alone).
 
 Shutdown (SIGINT/SIGTERM, or ``stop()``) sets one event: capture stops reading and closes the source,
 the frames already queued are processed and published, an ``eos`` event (reason ``interrupted``) goes
@@ -49,7 +55,7 @@ from steel_edge.events import (
     utcnow,
 )
 from steel_edge.journal import Journal, default_path
-from steel_edge.model import EdgeModel, ModelContractError, load_model
+from steel_edge.model import EdgeModel, ModelContractError, available_threads, load_model
 from steel_edge.outputs import FrameSaver, crop_jpeg
 from steel_edge.postprocess import Defect, PostprocessParams, TileResult, postprocess
 from steel_edge.publisher import Publisher
@@ -66,9 +72,22 @@ _POLL_S = 0.1
 
 @dataclass(frozen=True)
 class _Result:
+    """A frame's raw model outputs; post-processed on the publishing thread (see ``_send_result``)."""
+
     frame: Frame
-    result: TileResult
     model: EdgeModel
+    outputs: np.ndarray  # seg: (4, h, w) probabilities; cls: (C,) class probabilities
+    presence: np.ndarray | None  # seg: (4,)
+    params: PostprocessParams | None
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A frame on its way to inference, with its input tensor when the capture thread could make it."""
+
+    frame: Frame
+    model: EdgeModel | None = None  # the model the tensor was made for (a reload may swap it meanwhile)
+    tensor: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +122,9 @@ class Daemon:
             raise SourceError("no source: give --source (e.g. camera0, folder:DIR) or set source: in the config")
         self.cfg = config
         self.model_path = Path(config.model) if config.model else BUNDLED_MODEL
-        self.model = model or load_model(self.model_path, threads=config.inference.threads,
-                                         spinning=config.inference.spinning)
+        self.threads = config.inference.threads or max(1, available_threads() - 1)
+        self.model = model or load_model(self.model_path, threads=self.threads,
+                                         spinning=config.inference.spinning, providers=config.inference.providers)
         _check_pin(self.model, config.security.model_sha256)
         spec = self.model.contract.input
         self.tile_size = (spec.height, spec.width)
@@ -113,7 +133,7 @@ class Daemon:
         policy = config.pipeline.overflow
         if policy == "auto":
             policy = "drop_oldest" if self.source.live else "wait"
-        self.frames: BoundedQueue[Frame | _Eos] = BoundedQueue(config.pipeline.queue_size, policy)
+        self.frames: BoundedQueue[_Queued | _Eos] = BoundedQueue(config.pipeline.queue_size, policy)
         self.out: BoundedQueue[_Item] = BoundedQueue(max(16, 4 * config.pipeline.batch_size), "wait")
         self.stats = Stats()
         self.stop_event = threading.Event()
@@ -265,7 +285,7 @@ class Daemon:
                 if frame is None:
                     continue
                 self.stats.frame_in()
-                if not self._queue_frame(frame):
+                if not self._queue_frame(self._pretensor(frame)):
                     return
         except Exception as err:  # a bug in a source: report it rather than die silently
             log.exception("capture failed")
@@ -276,7 +296,17 @@ class Daemon:
             # ledger records each file as its event goes out; run() closes it after the last one
             self.frames.put(_Eos(reason), force=True)
 
-    def _queue_frame(self, frame: Frame) -> bool:
+    def _pretensor(self, frame: Frame) -> _Queued:
+        """Convert the frame to the model's float input here, on the capture thread: the inference thread
+        is the pipeline's bottleneck and should only run the model (a frame of the wrong size is left for
+        the inference thread to report)."""
+        model = self.model
+        try:
+            return _Queued(frame, model, model.to_tensor(model.fit_input(frame.image)[None]))
+        except ValueError:
+            return _Queued(frame)
+
+    def _queue_frame(self, frame: _Queued) -> bool:
         while True:
             try:
                 self.frames.put(frame, timeout=_POLL_S)
@@ -335,36 +365,35 @@ class Daemon:
                 self._infer(batch)
             except Exception as err:
                 log.exception("inference failed")
-                for f in batch:
-                    self._post(_Error("inference", f"{type(err).__name__}: {err}", f.frame_id, f.file))
+                for q in batch:
+                    self._post(_Error("inference", f"{type(err).__name__}: {err}", q.frame.frame_id, q.frame.file))
             if eos is not None:
                 self._post(eos)
                 return
 
-    def _infer(self, batch: list[Frame]) -> None:
+    def _infer(self, batch: list[_Queued]) -> None:
         model, params = self.model, self.params  # one consistent pair per batch, whatever a reload does
-        spec = model.contract.input
         ok: list[Frame] = []
-        images = []
-        for f in batch:
+        tensors = []
+        for q in batch:
+            f = q.frame
             try:
-                images.append(model.fit_input(f.image))
+                tensors.append(q.tensor if q.model is model and q.tensor is not None
+                               else model.to_tensor(model.fit_input(f.image)[None]))
                 ok.append(f)
             except ValueError as err:
                 self._post(_Error("frame_size", str(err), f.frame_id, f.file, done=f.done))
         if not ok:
             return
-        x = np.stack(images)
+        x = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
+        outputs = model.run_tensor(x)
         if model.contract.kind == "seg":
-            assert params is not None
-            probs, presence = model.predict_seg(x)
+            probs, presence = outputs
             for i, f in enumerate(ok):
-                res = postprocess(probs[i], presence[i], params, (spec.height, spec.width), self.cfg.publish.rle)
-                self._post(_Result(f, res, model))
+                self._post(_Result(f, model, probs[i], presence[i], params))
         else:
-            probs = model.predict_cls(x)
             for i, f in enumerate(ok):
-                self._post(_Result(f, _cls_result(probs[i], model, f.image.shape), model))
+                self._post(_Result(f, model, outputs[0][i], None, None))
 
     # -- publishing ----------------------------------------------------------------------------
     def _publish_loop(self) -> None:
@@ -403,12 +432,27 @@ class Daemon:
     def _send(self, event: AnyEvent, crop: bytes | None = None) -> None:
         self.publisher.send(event, crop)
 
+    def _postprocess(self, item: _Result) -> TileResult:
+        if item.model.contract.kind != "seg":
+            return _cls_result(item.outputs, item.model, item.frame.image.shape)
+        assert item.params is not None
+        spec = item.model.contract.input
+        return postprocess(item.outputs, item.presence, item.params, (spec.height, spec.width),
+                           with_rle=self.cfg.publish.rle, with_masks=self.saver is not None)
+
     def _send_result(self, item: _Result) -> None:
         f = item.frame
-        crop = crop_jpeg(f.image, item.result.defects, self.cfg.publish)
+        try:
+            result = self._postprocess(item)
+        except Exception as err:  # a bug, not bad input: report it for this frame and go on
+            log.exception("post-processing failed")
+            self._send_error(_Error("internal", f"post-processing: {type(err).__name__}: {err}", f.frame_id, f.file,
+                                    done=f.done))
+            return
+        crop = crop_jpeg(f.image, result.defects, self.cfg.publish)
         latency = time.monotonic() - f.t_mono
         head = self._head()
-        event = result_event(item.result, model=item.model, seq=head["seq"], publisher=self.publisher.publisher_id,  # type: ignore[arg-type]
+        event = result_event(result, model=item.model, seq=head["seq"], publisher=self.publisher.publisher_id,  # type: ignore[arg-type]
                              camera=self.cfg.camera, source=self.source.spec, frame_id=f.frame_id,
                              captured_at=f.captured_at, tile=f.tile, strip_offset_px=f.strip_offset_px,
                              latency_ms=latency * 1000, has_crop=crop is not None)
@@ -417,8 +461,8 @@ class Daemon:
         self.frames_processed += 1
         self.stats.frame_out(latency)
         if self.saver is not None:
-            masks = item.result.masks if item.result.masks.shape[0] else None
-            self.saver.save(self.cfg.camera, f.frame_id, f.image, masks, item.result.defects)
+            masks = result.masks if result.masks.shape[0] else None
+            self.saver.save(self.cfg.camera, f.frame_id, f.image, masks, result.defects)
 
     def _send_error(self, item: _Error) -> None:
         self.stats.error(item.kind)
@@ -460,7 +504,8 @@ class Daemon:
 
     def _reload(self) -> None:
         try:
-            new = load_model(self.model_path, threads=self.cfg.inference.threads, spinning=self.cfg.inference.spinning)
+            new = load_model(self.model_path, threads=self.threads, spinning=self.cfg.inference.spinning,
+                             providers=self.cfg.inference.providers)
             _check_pin(new, self.cfg.security.model_sha256)
             old = self.model.contract
             if new.contract.kind != old.kind or new.contract.input != old.input:

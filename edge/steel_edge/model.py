@@ -66,10 +66,21 @@ class EdgeModel:
             raise ValueError(f"{self.path.name}: expected uint8 gray levels, got {images.dtype}")
         if images.shape[0] == 0:  # onnxruntime rejects some zero-sized tensors; an empty batch has empty answers
             return [np.zeros((0, *shape), np.float32) for shape in self._output_shapes()]
-        x = images.astype(np.float32)
-        feed = {spec.name: x[:, None] if spec.layout == "NCHW" else x[..., None]}
+        return self.run_tensor(self.to_tensor(images))
+
+    def to_tensor(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W) uint8 -> the float32 input tensor in the contract's layout (one conversion, one copy).
+
+        Separate from ``run_tensor`` so a pipeline can convert on another thread than the one running
+        the model (the daemon converts each frame on its capture thread).
+        """
+        x = np.asarray(images).astype(np.float32)
+        return x[:, None] if self.contract.input.layout == "NCHW" else x[..., None]
+
+    def run_tensor(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run on a tensor made by ``to_tensor`` (or stacked from several); outputs in contract order."""
         names = [o.name for o in self.contract.outputs]
-        return list(self.session.run(names, feed))
+        return list(self.session.run(names, {self.contract.input.name: x}))
 
     def _output_shapes(self) -> list[tuple[int, ...]]:
         """Per-image output shapes from the contract: seg (4, h, w) and (4,), cls (C,)."""
@@ -108,8 +119,15 @@ class EdgeModel:
             raise ValueError(f"{self.path.name} is a {self.contract.kind} model; predict_{kind} needs a {kind} model")
 
 
-def _session(data: bytes, path: Path, threads: int, spinning: bool) -> Any:
+def _session(data: bytes, path: Path, threads: int, spinning: bool, providers: tuple[str, ...]) -> Any:
     import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ModelContractError(
+            f"{path}: execution provider(s) {missing} not available in this onnxruntime "
+            f"({ort.__version__}: {available}); CUDA needs the onnxruntime-gpu package, OpenVINO onnxruntime-openvino")
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -119,7 +137,7 @@ def _session(data: bytes, path: Path, threads: int, spinning: bool) -> Any:
     # Spinning workers answer the next batch sooner but burn CPU while the pipeline idles.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     try:
-        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, sess_options=opts, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own pybind exception types for a bad file
         what = "a corrupt or truncated ONNX file" if data[:1] == bytes([_ONNX_FIRST_BYTE]) else "not an ONNX file"
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -148,11 +166,14 @@ def _check_graph(session: Any, contract: ModelContract, path: Path) -> None:
 
 def load_model(
     path: Path | str, expect_kind: str | None = None, threads: int | None = None, spinning: bool = True,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
 ) -> EdgeModel:
     """Open ``path`` with onnxruntime (CPU) and validate its contract; ``ModelContractError`` if refused.
 
     ``expect_kind`` ("seg" or "cls") refuses a model of the other kind; ``threads`` overrides the
-    affinity-derived intra-op thread count; ``spinning=False`` lets idle workers sleep.
+    affinity-derived intra-op thread count; ``spinning=False`` lets idle workers sleep; ``providers``
+    are onnxruntime execution providers in order of preference (e.g. ``("CUDAExecutionProvider",
+    "CPUExecutionProvider")`` with the onnxruntime-gpu package).
     """
     if expect_kind not in (None, "seg", "cls"):
         raise ValueError(f"expect_kind must be 'seg', 'cls' or None, got {expect_kind!r}")
@@ -165,7 +186,7 @@ def load_model(
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     n_threads = threads or available_threads()
-    session = _session(data, path, n_threads, spinning)
+    session = _session(data, path, n_threads, spinning, tuple(providers))
     contract = parse_contract(dict(session.get_modelmeta().custom_metadata_map), str(path))
     if expect_kind is not None and contract.kind != expect_kind:
         raise ModelContractError(f"{path}: a {contract.kind} model, but a {expect_kind} model is needed here")

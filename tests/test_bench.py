@@ -1,0 +1,45 @@
+"""``steel-edge bench`` end to end on a few frames: every figure is present and sane.
+
+No speed thresholds: CI machines are shared and noisy, and a benchmark that fails on a slow day teaches
+nobody anything. What is checked is that each measurement was made on all frames and is self-consistent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steel_edge.bench import bench_main
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_json_has_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--frames", "16", "--json", "--skip-keras", "--repeat", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+
+    assert report["machine"]["cores"] >= 1 and report["machine"]["onnxruntime"]
+    assert report["frames"] == 16 and report["batch_size"] >= 1 and report["threads"] >= 1
+    raw, e2e = report["raw"], report["e2e"]
+    assert raw["fps"] > 0 and raw["frames"] == 16
+    assert e2e["fps"] > 0 and e2e["frames"] == 16 and e2e["lost"] == 0
+    assert report["pipeline_efficiency"] == pytest.approx(e2e["fps"] / raw["fps"])
+    assert report["pipeline_efficiency"] > 0
+    latency = e2e["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+    # read -> received includes the daemon's read -> publish
+    assert latency["p50"] >= e2e["daemon_latency_ms"]["p50"]
+    assert report["bench_peak_rss_mb"] > 0
+
+    child = report["subprocess"]
+    assert child["peak_rss_mb"] > 0
+    assert 0 < child["start_to_first_event_s"] <= child["start_to_first_result_s"]
+    assert child["fps"] > 0
+    assert report["keras"] is None
+
+
+def test_bench_refuses_bad_arguments() -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_main(["--frames", "0"])
+    assert exc.value.code == 2
