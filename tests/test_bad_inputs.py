@@ -12,114 +12,25 @@ from __future__ import annotations
 import os
 import resource
 import struct
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import zmq
 
-from steel_edge.config import EdgeConfig, FolderConfig
-from steel_edge.daemon import Daemon
+from daemon_helpers import check_stream, make_config, running
+from steel_edge.config import FolderConfig
 from steel_edge.data import imageio
 from steel_edge.data.imageio import ImageReadError, ImageTooLarge, decode_gray, display_path, read_gray
 from steel_edge.data.synth import generate
-from steel_edge.events import AnyEvent, DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent, decode_message
+from steel_edge.events import DefectEvent, ErrorEvent, StatusEvent
 from steel_edge.sources.base import EndOfStream, FrameError
 from steel_edge.sources.folder import FolderSource
 
 H, W = 256, 1600
-
-
-# -- daemon helpers (copied from test_daemon.py) -------------------------------------------------------
-def make_config(source: str, state: Path, **sections: object) -> EdgeConfig:
-    data: dict[str, object] = {
-        "camera": "t1", "source": source, "once": True,
-        "publish": {"endpoints": ["tcp://127.0.0.1:*"], "wait_subscribers": 1, "rle": True},
-        "folder": {"state_dir": str(state), "settle_s": 0.3, "poll_s": 0.05},
-        "status": {"interval_s": 0.5}, "reload": {"enabled": False},
-        "journal": {"path": str(state / "events.journal"), "replay_endpoint": "tcp://127.0.0.1:*"},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}  # type: ignore[dict-item]
-        else:
-            data[key] = value
-    return EdgeConfig.model_validate(data)
-
-
-class Run:
-    """A daemon on a thread plus a SUB socket on its endpoint; ``events`` collects what arrived."""
-
-    def __init__(self, cfg: EdgeConfig) -> None:
-        self.daemon = Daemon(cfg)
-        self.ctx = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(self.daemon.publisher.bound[0])
-        self.events: list[AnyEvent] = []
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.code = self.daemon.run()
-
-    def recv(self, timeout: float) -> AnyEvent:
-        if not self.sub.poll(int(timeout * 1000)):
-            raise TimeoutError(f"no event within {timeout} s; got {len(self.events)} so far")
-        event, _crop = decode_message(self.sub.recv_multipart())
-        self.events.append(event)
-        return event
-
-    def until(self, pred: Callable[[AnyEvent], bool], timeout: float = 60.0) -> AnyEvent:
-        end = time.monotonic() + timeout
-        while True:
-            event = self.recv(max(0.1, end - time.monotonic()))
-            if pred(event):
-                return event
-
-    def until_eos(self, timeout: float = 90.0) -> EndOfStreamEvent:
-        event = self.until(lambda e: isinstance(e, EndOfStreamEvent), timeout)
-        assert isinstance(event, EndOfStreamEvent)
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive()
-        return event
-
-    def results(self) -> list[DefectEvent]:
-        return [e for e in self.events if isinstance(e, DefectEvent)]
-
-    def errors(self) -> list[ErrorEvent]:
-        return [e for e in self.events if isinstance(e, ErrorEvent)]
-
-    def close(self) -> None:
-        self.daemon.stop()
-        self.thread.join(timeout=20)
-        self.sub.close(linger=0)
-        self.ctx.term()
-
-
-@contextmanager
-def running(cfg: EdgeConfig) -> Iterator[Run]:
-    run = Run(cfg)
-    run.thread.start()
-    try:
-        yield run
-    finally:
-        run.close()
-
-
-def _check_stream(run: Run) -> None:
-    """seq runs on without a gap (the journal carries it across restarts), from one publisher; eos is last."""
-    seqs = [e.seq for e in run.events]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    assert len({e.publisher for e in run.events}) == 1
-    eos = run.events[-1]
-    assert isinstance(eos, EndOfStreamEvent) and eos.last_seq == seqs[-2]
 
 
 # -- the corpus ----------------------------------------------------------------------------------------
@@ -232,7 +143,7 @@ def test_batch_daemon_survives_the_whole_bad_input_corpus(tmp_path: Path) -> Non
     with running(make_config(f"folder:{folder}", state)) as run:
         eos = run.until_eos()
     assert run.code == 0 and eos.reason == "complete"
-    _check_stream(run)
+    check_stream(run)
 
     # every good file once, in name order; frame_id is JSON-safe text even for a non-UTF-8 name
     assert [r.frame_id for r in run.results()] == [display_path(n) for n in good]
@@ -267,7 +178,7 @@ def test_batch_daemon_survives_the_whole_bad_input_corpus(tmp_path: Path) -> Non
         eos = again.until_eos()
     assert again.code == 0 and eos.frames_processed == 0 and eos.errors == 0
     assert not again.results() and not again.errors()
-    _check_stream(again)
+    check_stream(again)
 
 
 @pytest.mark.timeout(120)

@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -24,92 +22,15 @@ import numpy as np
 import pytest
 import zmq
 
-from steel_edge.config import EdgeConfig
+from daemon_helpers import Run, check_stream, make_config, running
 from steel_edge.daemon import BUNDLED_MODEL, Daemon
 from steel_edge.data.rle import decode
 from steel_edge.data.severstal import load_severstal
 from steel_edge.data.synth import write_dataset
-from steel_edge.events import AnyEvent, DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent, decode_message
+from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent, decode_message
 from steel_edge.metrics import SegmentationScores, all_empty_dice
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def make_config(source: str, state: Path, **sections: object) -> EdgeConfig:
-    data: dict[str, object] = {
-        "camera": "t1", "source": source, "once": True,
-        "publish": {"endpoints": ["tcp://127.0.0.1:*"], "wait_subscribers": 1, "rle": True},
-        "folder": {"state_dir": str(state), "settle_s": 0.3, "poll_s": 0.05},
-        "status": {"interval_s": 0.5}, "reload": {"enabled": False},
-        "journal": {"path": str(state / "events.journal"), "replay_endpoint": "tcp://127.0.0.1:*"},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}  # type: ignore[dict-item]
-        else:
-            data[key] = value
-    return EdgeConfig.model_validate(data)
-
-
-class Run:
-    """A daemon on a thread plus a SUB socket on its endpoint; ``events`` collects what arrived."""
-
-    def __init__(self, cfg: EdgeConfig) -> None:
-        self.daemon = Daemon(cfg)
-        self.endpoint = self.daemon.publisher.bound[0]
-        self.ctx = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(self.endpoint)
-        self.events: list[tuple[AnyEvent, bytes | None]] = []
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.code = self.daemon.run()
-
-    def start(self) -> Run:
-        self.thread.start()
-        return self
-
-    def recv(self, timeout: float = 30.0) -> AnyEvent:
-        if not self.sub.poll(int(timeout * 1000)):
-            raise TimeoutError(f"no event within {timeout} s; got {len(self.events)} so far")
-        event, crop = decode_message(self.sub.recv_multipart())
-        self.events.append((event, crop))
-        return event
-
-    def until(self, pred: object, timeout: float = 60.0) -> AnyEvent:
-        end = time.monotonic() + timeout
-        while True:
-            event = self.recv(max(0.1, end - time.monotonic()))
-            if pred(event):  # type: ignore[operator]
-                return event
-
-    def until_eos(self, timeout: float = 60.0) -> EndOfStreamEvent:
-        event = self.until(lambda e: isinstance(e, EndOfStreamEvent), timeout)
-        assert isinstance(event, EndOfStreamEvent)
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive()
-        return event
-
-    def of(self, kind: type) -> list:  # type: ignore[type-arg]
-        return [e for e, _ in self.events if isinstance(e, kind)]
-
-    def close(self) -> None:
-        self.daemon.stop()
-        self.thread.join(timeout=20)
-        self.sub.close(linger=0)
-        self.ctx.term()
-
-
-@contextmanager
-def running(cfg: EdgeConfig) -> Iterator[Run]:
-    run = Run(cfg).start()
-    try:
-        yield run
-    finally:
-        run.close()
 
 
 @pytest.fixture(scope="module")
@@ -125,15 +46,6 @@ def _received_masks(event: DefectEvent) -> np.ndarray:
         assert d.rle is not None
         out[d.class_id - 1] |= decode(d.rle, (event.frame.height, event.frame.width))
     return out
-
-
-def _check_stream(run: Run) -> None:
-    """seq runs on with no gap from one publisher; eos is last and names the seq before it."""
-    seqs = [e.seq for e, _ in run.events]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    assert len({e.publisher for e, _ in run.events}) == 1
-    eos = run.events[-1][0]
-    assert isinstance(eos, EndOfStreamEvent) and eos.last_seq == seqs[-2]
 
 
 def _score(run: Run, root: Path) -> tuple[float, float, int, int]:
@@ -157,7 +69,7 @@ def test_batch_folder_of_generated_frames_one_result_each_in_order(synth_dir: Pa
     with running(make_config(f"folder:{images}", tmp_path / "state")) as run:
         eos = run.until_eos()
     assert run.code == 0 and eos.reason == "complete" and eos.frames_processed == 16 and eos.errors == 0
-    _check_stream(run)
+    check_stream(run)
     results = run.of(DefectEvent)
     assert [r.frame_id for r in results] == sorted(p.name for p in images.glob("*.jpg"))
     dice, empty, hits, labelled = _score(run, synth_dir)
@@ -176,7 +88,7 @@ def test_batch_folder_of_generated_frames_one_result_each_in_order(synth_dir: Pa
 def test_batch_on_the_real_severstal_sample(severstal_dir: Path, tmp_path: Path) -> None:
     with running(make_config(f"folder:{severstal_dir / 'train_images'}", tmp_path / "state")) as run:
         eos = run.until_eos()
-    _check_stream(run)
+    check_stream(run)
     results = run.of(DefectEvent)
     names = sorted(p.name for p in (severstal_dir / "train_images").iterdir() if p.suffix in (".png", ".jpg"))
     assert [r.frame_id for r in results] == names and eos.frames_processed == 31 and not run.of(ErrorEvent)
@@ -208,7 +120,7 @@ def test_corrupt_files_are_quarantined_with_an_error_event_and_the_batch_goes_on
     with running(make_config(f"folder:{folder}", state)) as run:
         eos = run.until_eos()
     assert run.code == 0 and eos.reason == "complete"
-    _check_stream(run)
+    check_stream(run)
     assert sorted(r.frame_id for r in run.of(DefectEvent)) == ["a_good.jpg", "z_good1.jpg", "z_good2.jpg"]
     errors = {e.frame_id: e for e in run.of(ErrorEvent)}
     assert set(errors) == set(bad) and eos.errors == len(bad)
@@ -403,13 +315,15 @@ def test_crops_saved_frames_and_prometheus_metrics(synth_dir: Path, tmp_path: Pa
 
     assert "steel_edge_latency_seconds_bucket" in served and "steel_edge_model_info" in served
     body = generate_latest(prom.registry).decode()
-    with_defects = [(e, c) for e, c in run.events if isinstance(e, DefectEvent) and e.defects]
+    with_defects = [(e, c) for e, c in zip(run.events, run.crops, strict=True)
+                    if isinstance(e, DefectEvent) and e.defects]
     assert with_defects
     for event, crop in with_defects:
         assert event.has_crop and crop is not None
         img = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_UNCHANGED)
         assert img is not None and img.shape[1] <= 800
-    assert all(c is None for e, c in run.events if not (isinstance(e, DefectEvent) and e.defects))
+    assert all(c is None for e, c in zip(run.events, run.crops, strict=True)
+               if not (isinstance(e, DefectEvent) and e.defects))
     assert len(list(saved.glob("*.jpg"))) == len(with_defects)
     assert "steel_edge_frames_out_total 16.0" in body
 
@@ -506,14 +420,14 @@ def test_camera_loss_reconnects_with_backoff_and_says_so(tmp_path: Path) -> None
     assert isinstance(lost, StatusEvent) and isinstance(back, StatusEvent) and isinstance(after, DefectEvent)
     assert back.reconnects == 1 and source.opens == 2  # type: ignore[attr-defined]
     # the two failed reopens were announced too, and the stream went on with fresh frame ids
-    assert sum(isinstance(e, StatusEvent) and e.state == "reconnecting" for e, _ in run.events) == 3
+    assert sum(isinstance(e, StatusEvent) and e.state == "reconnecting" for e in run.events) == 3
     ids = [e.frame_id for e in run.of(DefectEvent)]
     assert len(set(ids)) == len(ids)
     _seq_gapless(run)
 
 
 def _seq_gapless(run: Run) -> None:
-    seqs = [e.seq for e, _ in run.events]
+    seqs = [e.seq for e in run.events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
