@@ -183,3 +183,32 @@ def test_evaluate_onnx_matches_keras(seg_export: tuple[Path, dict[str, Any]], ru
     assert via_onnx["images"] == via_keras["images"] == 6
     assert via_onnx["dice_mean"] == pytest.approx(via_keras["dice_mean"], abs=1e-6)
     assert via_onnx["dice_all_empty"] == via_keras["dice_all_empty"]
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_runs_a_cls_model_with_one_result_per_image(runs: dict[str, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A classifier (NEU-style, resizes its input) through the whole daemon: one result per image whose
+    single defect is the top class over the whole frame, every class probability in ``presence``."""
+    import cv2
+
+    from daemon_helpers import make_config, running
+    from steel_edge.events import DefectEvent
+
+    model_path = tmp_path / "cls.onnx"
+    code, _report = _cli(capsys, "--model", str(runs["cls"]), "--out", str(model_path), "--images", IMAGES)
+    assert code == 0
+    folder = tmp_path / "neu"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        cv2.imwrite(str(folder / f"img{i}.png"), rng.integers(0, 255, (200, 200), dtype=np.uint8))
+    with running(make_config(f"folder:{folder}", tmp_path / "state", model=str(model_path))) as run:
+        eos = run.until_eos()
+    results = run.of(DefectEvent)
+    assert eos.frames_processed == 5 and [r.frame_id for r in results] == [f"img{i}.png" for i in range(5)]
+    for r in results:
+        assert r.model.kind == "cls" and len(r.defects) == 1 and r.presence is not None and len(r.presence) == 6
+        d = r.defects[0]
+        assert d.bbox == (0, 0, 200, 200) and d.area_px == 200 * 200
+        assert d.score == max(p.score for p in r.presence) and d.class_name in {p.class_name for p in r.presence}
