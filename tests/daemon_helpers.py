@@ -114,3 +114,14 @@ def check_stream(run: Run) -> None:
     assert len({e.publisher for e in run.events}) == 1
     eos = run.events[-1]
     assert isinstance(eos, EndOfStreamEvent) and eos.last_seq == seqs[-2]
+
+
+def free_endpoint() -> str:
+    """A loopback TCP endpoint nobody listens on right now (for a daemon started as a subprocess)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.bind("tcp://127.0.0.1:*")
+    endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    sock.close(0)
+    ctx.term()
+    return endpoint

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon_helpers import Run, check_stream, make_config, running
+from daemon_helpers import Run, check_stream, free_endpoint, make_config, running
 from steel_edge.daemon import BUNDLED_MODEL, Daemon
-from steel_edge.data.rle import decode
 from steel_edge.data.severstal import load_severstal
 from steel_edge.data.synth import write_dataset
+from steel_edge.demo import event_masks
 from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent, decode_message
 from steel_edge.metrics import SegmentationScores, all_empty_dice
 
@@ -40,14 +40,6 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _received_masks(event: DefectEvent) -> np.ndarray:
-    out = np.zeros((4, event.frame.height, event.frame.width), np.uint8)
-    for d in event.defects:
-        assert d.rle is not None
-        out[d.class_id - 1] |= decode(d.rle, (event.frame.height, event.frame.width))
-    return out
-
-
 def _score(run: Run, root: Path) -> tuple[float, float, int, int]:
     """Kaggle Dice of the received events against the labels, the all-empty Dice, and image-level hits."""
     truth = {i.image_id: i for i in load_severstal(root).images}
@@ -55,7 +47,7 @@ def _score(run: Run, root: Path) -> tuple[float, float, int, int]:
     present, hits, labelled = [], 0, 0
     for event in run.of(DefectEvent):
         true = truth[event.frame_id].masks()
-        scores.update(_received_masks(event), true)
+        scores.update(event_masks(event), true)
         present.append(true.reshape(4, -1).any(axis=1))
         if truth[event.frame_id].classes:
             labelled += 1
@@ -178,16 +170,6 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "steel_edge.cli", *args]
 
 
-def _free_endpoint() -> str:
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.PUB)
-    s.bind("tcp://127.0.0.1:*")
-    ep = s.getsockopt_string(zmq.LAST_ENDPOINT)
-    s.close(0)
-    ctx.term()
-    return ep
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_sigterm_during_a_batch_drains_and_a_restart_finishes_it_exactly_once(synth_dir: Path,
@@ -199,7 +181,7 @@ def test_sigterm_during_a_batch_drains_and_a_restart_finishes_it_exactly_once(sy
     next_seq = 0
     publishers: set[str] = set()
     for attempt in range(2):
-        endpoint = _free_endpoint()
+        endpoint = free_endpoint()
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from daemon_helpers import free_endpoint
 from steel_edge.config import EdgeConfig
 from steel_edge.daemon import Daemon
 from steel_edge.events import DefectEvent, EndOfStreamEvent, StatusEvent, decode_message
@@ -30,11 +31,8 @@ def _rss_kb(pid: int) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_soak_10000_frames_resident_memory_grows_under_5_percent(tmp_path: Path) -> None:
+    endpoint = free_endpoint()
     ctx = zmq.Context()
-    probe = ctx.socket(zmq.PUB)
-    probe.bind("tcp://127.0.0.1:*")
-    endpoint = probe.getsockopt_string(zmq.LAST_ENDPOINT)
-    probe.close(0)
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(endpoint)

@@ -19,8 +19,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from steel_edge.configfile import ConfigError, load_config, parse_set_flags
+
+if TYPE_CHECKING:  # the daemon and its config load only when the daemon runs, not for `subscribe`
+    from steel_edge.config import EdgeConfig
+    from steel_edge.daemon import Daemon
 
 TOOLS = ("demo", "subscribe", "proxy", "validate-config", "bench", "keys")
 BAD_USAGE = 2
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def edge_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def edge_config(args: argparse.Namespace) -> EdgeConfig:
     from steel_edge.config import EdgeConfig
 
     overrides = parse_set_flags(args.set)
@@ -79,7 +84,7 @@ def run_daemon(argv: list[str]) -> int:
     return daemon.run()
 
 
-def _warn_permissions(config_path: str | None, cfg, daemon) -> None:  # type: ignore[no-untyped-def]
+def _warn_permissions(config_path: str | None, cfg: EdgeConfig, daemon: Daemon) -> None:
     """Config and key files others can read or write: warned at start, not refused (DESIGN: operators decide)."""
     from steel_edge.security import permission_warnings
 

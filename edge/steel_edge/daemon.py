@@ -36,6 +36,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -98,7 +99,7 @@ class _Error:
     file: str | None = None
     quarantined_to: str | None = None
     fatal: bool = False
-    done: object = None  # callable run once the error event is out
+    done: Callable[[], None] | None = None  # run once the error event is out
 
 
 @dataclass(frozen=True)
@@ -470,7 +471,7 @@ class Daemon:
         self._send(ErrorEvent(**self._head(), error=item.kind, message=item.message[:4000],
                               frame_id=item.frame_id, file=item.file, quarantined_to=item.quarantined_to,
                               fatal=item.fatal))
-        if callable(item.done):
+        if item.done is not None:
             item.done()
 
     def _send_status(self) -> None:
@@ -480,7 +481,7 @@ class Daemon:
         if self.stats.prom:
             for stage, depth in queues.items():
                 self.stats.prom.queue_depth.labels(stage).set(depth)
-            self.stats.prom.subscriptions.set(self.publisher.subscriptions)
+            self.stats.prom.subscriptions.set(self.publisher.poll_subscriptions())
         self._send(StatusEvent(**self._head(), interval_s=self.cfg.status.interval_s, state=self.state,
                                uptime_s=self.stats.uptime(), fps=snap.fps, latency=latency, queues=queues,
                                frames_in=snap.frames_in, frames_out=snap.frames_out, drops=self.frames.drops,

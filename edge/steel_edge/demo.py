@@ -89,7 +89,7 @@ def run_demo(root: Path, state_dir: Path, model: str | None, as_json: bool) -> i
             if isinstance(event, DefectEvent) and event.frame_id in truth:
                 results += 1
                 true = truth[event.frame_id].masks()
-                scores.update(_masks(event, true.shape[1:]), true)
+                scores.update(event_masks(event), true)
                 present.append(true.reshape(4, -1).any(axis=1))
             if isinstance(event, EndOfStreamEvent):
                 break
@@ -105,11 +105,14 @@ def run_demo(root: Path, state_dir: Path, model: str | None, as_json: bool) -> i
     return (codes or [1])[0] or int(results != len(truth))
 
 
-def _masks(event: DefectEvent, shape: tuple[int, ...]) -> np.ndarray:
+def event_masks(event: DefectEvent) -> np.ndarray:
+    """(4, H, W) masks of a seg result, rebuilt from its defects' RLEs (events published with ``publish.rle``)."""
+    shape = (event.frame.height, event.frame.width)
     out = np.zeros((4, *shape), np.uint8)
     for d in event.defects:
-        if d.rle:
-            out[d.class_id - 1] |= decode(d.rle, (int(shape[0]), int(shape[1])))
+        if d.rle is None:
+            raise ValueError(f"{event.frame_id}: defect without an RLE; publish with publish.rle: true")
+        out[d.class_id - 1] |= decode(d.rle, shape)
     return out
 
 

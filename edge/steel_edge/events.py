@@ -68,6 +68,8 @@ KINDS: Final[tuple[str, ...]] = get_args(Kind)
 
 Count = Annotated[int, Field(ge=0)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
+# what went wrong, in an ``error`` event; sources raise FrameError with one of these
+ErrorKind = Literal["read", "decode", "frame_size", "source", "inference", "internal"]
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="camera id; safe inside a topic")]
 
 
@@ -211,7 +213,7 @@ class ErrorEvent(_Event):
     """``error``: one file or frame could not be processed; processing goes on unless ``fatal``."""
 
     kind: Literal["error"] = "error"
-    error: Literal["read", "decode", "frame_size", "source", "inference", "internal"] = Field(
+    error: ErrorKind = Field(
         ..., description="read: unreadable file or stream; decode: not an image; frame_size: wrong size; "
                          "source: camera lost; inference: the model failed; internal: a bug")
     message: str = Field(..., min_length=1)

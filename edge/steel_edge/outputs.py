@@ -9,7 +9,6 @@ the name says where the frame came from; saving stops at ``max_files`` to protec
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import cv2
@@ -69,7 +68,6 @@ class FrameSaver:
         self.dir = cfg.dir
         self.quality = quality
         self.saved = 0
-        self._lock = threading.Lock()
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def save(self, camera: str, frame_id: str, image: np.ndarray, masks: np.ndarray | None,
@@ -83,6 +81,5 @@ class FrameSaver:
             out = draw_mask_outlines(image, masks) if masks is not None and masks.any() else image
         path = self.dir / f"{safe_name(camera, frame_id)}.jpg"
         path.write_bytes(_jpeg(out, self.quality))
-        with self._lock:
-            self.saved += 1
+        self.saved += 1
         return path

@@ -62,7 +62,6 @@ class Publisher:
         self.last_seq: int | None = None
         self.subscriptions = 0
         self.sent = 0
-        self._lock = threading.Lock()
 
     def next_seq(self) -> int:
         """The seq the next ``send`` must carry: events are built with it, then sent in that order."""
@@ -82,7 +81,6 @@ class Publisher:
         self.last_seq = self._seq
         self._seq += 1
         self.sent += 1
-        self.poll_subscriptions()
 
     def poll_subscriptions(self) -> int:
         """Read pending subscription notices (keeping the socket's inbox empty); subscriptions now open."""

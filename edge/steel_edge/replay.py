@@ -100,7 +100,7 @@ class ReplayServer:
                 if not self._sock.poll(100, zmq.POLLIN):
                     continue
                 frames = self._sock.recv_multipart()
-                ident, body = frames[0], frames[-1]
+                body = frames[-1]
                 envelope = frames[:-1]  # identity (+ empty delimiter from a REQ client)
                 try:
                     reply = self._answer(reader, body)
@@ -111,7 +111,6 @@ class ReplayServer:
                 except Exception as err:  # a journal read error must not kill the server
                     log.exception("replay failed")
                     reply = [b"error", json.dumps({"error": f"internal: {err}"}).encode()]
-                del ident
                 self._sock.send_multipart([*envelope, *reply])
         finally:
             reader.close()

@@ -29,7 +29,6 @@ class Snapshot:
     frames_out: int
     errors: int
     reconnects: int
-    interval_s: float
 
 
 @dataclass
@@ -89,7 +88,7 @@ class Stats:
         p50 = p99 = None
         if lat:
             p50, p99 = (float(v) * 1000 for v in np.percentile(np.asarray(lat), [50, 99]))
-        return Snapshot(fps, p50, p99, *totals, interval_s=dt)
+        return Snapshot(fps, p50, p99, *totals)
 
 
 class PrometheusMetrics:

@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from steel_edge.events import utcnow
+from steel_edge.events import ErrorKind, utcnow
 
-ErrorKind = Literal["read", "decode", "frame_size", "source", "inference", "internal"]
+__all__ = ["EndOfStream", "ErrorKind", "Frame", "FrameError", "Source", "SourceError", "SourceLost"]
 
 
 class EndOfStream(Exception):

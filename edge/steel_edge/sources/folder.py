@@ -262,13 +262,10 @@ class FolderSource:
             self._refuse_link(path)
             data = read_bytes(path, follow_symlinks=False)
             width, height = checked_size(data, path)
-            if self.expect_size is not None and width and (height, width) != self.expect_size:
-                raise _WrongSize(path, f"image is {width}x{height}, the model needs "
-                                       f"{self.expect_size[1]}x{self.expect_size[0]} (width x height)")
+            if width:
+                self._check_size(path, (height, width))
             image = decode_gray(data, path)
-            if self.expect_size is not None and image.shape != self.expect_size:  # formats without a header size
-                raise _WrongSize(path, f"image is {image.shape[1]}x{image.shape[0]}, the model needs "
-                                       f"{self.expect_size[1]}x{self.expect_size[0]} (width x height)")
+            self._check_size(path, image.shape[:2])  # formats without a size in their header
         except (ImageReadError, OSError) as err:
             if not self.batch and self._changed(path, key):
                 self._taken.discard(key)  # still being written after all: wait for it to settle again
@@ -277,6 +274,11 @@ class FolderSource:
             raise self._reject(path, key, err) from None
         return Frame(image=image, frame_id=display_path(key.rel), t_mono=t0, file=display_path(path),
                      done=lambda: self._done(key, "ok"))
+
+    def _check_size(self, path: Path, size: tuple[int, ...]) -> None:
+        if self.expect_size is not None and tuple(size) != self.expect_size:
+            raise _WrongSize(path, f"image is {size[1]}x{size[0]}, the model needs "
+                                   f"{self.expect_size[1]}x{self.expect_size[0]} (width x height)")
 
     def _refuse_link(self, path: Path) -> None:
         """``ImageFileError`` for a symbolic link, saying where it points; the target is never opened."""
