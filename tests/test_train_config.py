@@ -80,6 +80,8 @@ def test_kfold_covers_every_image_once() -> None:
         kfold_split(keys, 3, 3, seed=0)
     with pytest.raises(ConfigError, match="fold 4 does not exist"):
         load_train_config("seg", None, {"data.folds": 3, "data.fold": 4})
+    with pytest.raises(ConfigError, match="either folds"):
+        load_train_config("seg", None, {"data.folds": 3, "data.oof_folds": 3})
 
 
 def test_kfold_of_one_folder_ignores_other_folders() -> None:

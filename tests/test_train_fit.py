@@ -52,6 +52,68 @@ def test_seg_fit_tune_evaluate(synth_dir: Path, tmp_path: Path) -> None:
     assert result["images"] == 16 and 0.0 <= result["dice_all_empty"] <= 1.0
 
 
+def test_init_weights_from_a_run(synth_dir: Path, tmp_path: Path) -> None:
+    """fit.init_weights: fine-tuning starts from the saved weights; another architecture is refused by name."""
+    import keras
+
+    from steel_train.config import load_train_config
+    from steel_train.fit import fit, load_initial_weights
+    from steel_train.models import build_seg
+
+    first = load_train_config("seg", None, TINY_SEG)
+    fit([synth_dir], first, tmp_path / "pre")
+    saved = keras.models.load_model(tmp_path / "pre" / "model.keras", compile=False).get_weights()
+    fresh = build_seg(first.model)
+    assert any(not np.array_equal(a, b) for a, b in zip(saved, fresh.get_weights(), strict=True))
+    load_initial_weights(fresh, str(tmp_path / "pre"))
+    assert all(np.array_equal(a, b) for a, b in zip(saved, fresh.get_weights(), strict=True))
+    wider = load_train_config("seg", None, {**TINY_SEG, "model.width": 12})
+    with pytest.raises(ValueError, match="pre/model.keras: its architecture differs"):
+        load_initial_weights(build_seg(wider.model), str(tmp_path / "pre"))
+    with pytest.raises(ValueError, match="no such model file"):
+        load_initial_weights(fresh, str(tmp_path / "missing.keras"))
+    tuned = load_train_config("seg", None, {**TINY_SEG, "fit.init_weights": str(tmp_path / "pre")})
+    fit([synth_dir], tuned, tmp_path / "fine")
+    assert _check_run(tmp_path / "fine", "seg")["images"] > 0
+
+
+def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
+    """data.oof_folds: fold models, nested tuning on out-of-fold predictions, a final model on every image."""
+    from steel_edge.postprocess import PostprocessParams
+    from steel_train.config import load_train_config
+    from steel_train.evaluate import evaluate_path
+    from steel_train.fit import fit
+
+    cfg = load_train_config("seg", None, {**TINY_SEG, "data.oof_folds": 2})
+    result = fit([synth_dir], cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    metrics = _check_run(run, "seg")
+    assert metrics == json.loads(json.dumps(result["metrics"], default=str))
+    oof = metrics["oof"]
+    # Every image scored exactly once, by the fold model that did not train on it.
+    assert metrics["split"] == "out-of-fold" and metrics["images"] == oof["images"] == 16
+    assert [f["images"] for f in oof["per_fold"]] and sum(f["images"] for f in oof["per_fold"]) == 16
+    held_out = []
+    for f in range(2):
+        fold_run = run / "folds" / f"fold{f}"
+        info = json.loads((fold_run / "run.json").read_text())
+        assert info["val_images"] + info["train_images"] == 16
+        held_out += json.loads((fold_run / "split.json").read_text())["validation"]
+    assert sorted(Path(p).name for p in held_out) == sorted(p.name for p in synth_dir.glob("train_images/*"))
+    # The final model trained on all 16 images, with no validation split.
+    info = json.loads((run / "run.json").read_text())
+    assert info["train_images"] == 16 and info["val_images"] == 0 and info["oof_folds"] == 2
+    assert oof["postprocess"] in ("default", "tuned") and 0.0 <= oof["dice_default_params"] <= 1.0
+    expected = oof["dice_tuned_on_other_folds"] if oof["postprocess"] == "tuned" else oof["dice_default_params"]
+    assert metrics["dice_mean_estimate"] == expected
+    params = PostprocessParams.model_validate_json((run / "postprocess.json").read_text())
+    if oof["postprocess"] == "default":
+        assert list(params.min_area) == list(cfg.postprocess.min_area)
+    assert (run / "plots" / "worst_oof.png").is_file()
+    assert "oof_folds: 2" in (run / "config.yaml").read_text()
+    assert evaluate_path(run, synth_dir)["images"] == 16
+
+
 def test_baseline_fit(synth_dir: Path, tmp_path: Path) -> None:
     from steel_train.config import load_train_config
     from steel_train.fit import fit

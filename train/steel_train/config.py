@@ -36,6 +36,11 @@ class DataConfig(_Strict):
         None, ge=2, le=20, description="k-fold validation instead of val_fraction: fold `fold` of `folds` is held out"
     )
     fold: int = Field(0, ge=0, description="which fold is the validation set when `folds` is set")
+    oof_folds: int | None = Field(
+        None, ge=2, le=20, description="seg, for scarce data: train this many fold models, tune the post-processing "
+        "on their out-of-fold predictions (every image scored once, by a model that never saw it), then train the "
+        "final model on every image for fit.epochs"
+    )
     batch_size: int = Field(8, ge=1, le=1024, description="images (or crops) per step")
     crop_height: int = Field(256, ge=32, description="seg: training crop height (full tile height is 256)")
     crop_width: int = Field(512, ge=32, description="seg: training crop width; inference runs at full width")
@@ -59,6 +64,8 @@ class DataConfig(_Strict):
     def _fold_in_range(self) -> DataConfig:
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} does not exist with folds={self.folds} (0..{self.folds - 1})")
+        if self.folds is not None and self.oof_folds is not None:
+            raise ValueError("set either folds (one fold held out) or oof_folds (all folds, then a final model)")
         return self
 
 
@@ -82,11 +89,19 @@ class FitConfig(_Strict):
     schedule: Literal["cosine", "plateau", "constant"] = Field("cosine", description="learning-rate schedule")
     warmup_epochs: int = Field(1, ge=0, description="linear warm-up epochs before the schedule")
     patience: int = Field(6, ge=1, description="early stopping: epochs without val improvement before stopping")
+    restore_best: bool = Field(
+        True, description="keep the weights of the best validation epoch; false keeps the last epoch's (no selection "
+        "on the validation images, e.g. when they are the out-of-fold images being scored)"
+    )
     dice_weight: float = Field(1.0, ge=0, description="seg: weight of the soft-Dice term beside BCE")
     presence_weight: float = Field(0.5, ge=0, description="seg: weight of the presence-head BCE")
     weight_decay: float = Field(0.0, ge=0, le=0.1, description="decoupled weight decay (AdamW); 0 = plain Adam")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cls/baseline: label smoothing of the targets")
     seed: int = Field(0, description="seeds Python, numpy and TensorFlow")
+    init_weights: str | None = Field(
+        None, description="start from this model's weights (a .keras file or a run folder) instead of random ones, "
+        "e.g. pre-train on synthetic frames, then fine-tune on real ones; the architecture must match"
+    )
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None = whole data set)")
 
 

@@ -107,22 +107,57 @@ def optimizer(cfg: TrainConfig) -> Any:
     return keras.optimizers.Adam(cfg.fit.learning_rate)
 
 
-def callbacks(cfg: TrainConfig, out: Path, monitor: str) -> list[Any]:
+def load_initial_weights(model: Any, source: str) -> None:
+    """Copy the weights of a saved model (``.keras`` file or run folder) into ``model``; shapes must match."""
     import keras
 
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise ValueError(f"fit.init_weights: {path}: no such model file")
+    src = keras.models.load_model(path, compile=False)
+    theirs, ours = src.get_weights(), model.get_weights()
+    mismatch = [i for i, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a.shape != b.shape]
+    if len(theirs) != len(ours) or mismatch:
+        raise ValueError(f"fit.init_weights: {path}: its architecture differs from this config's model "
+                         f"({len(theirs)} vs {len(ours)} weight arrays, first shape mismatch at {mismatch[:1]}); "
+                         "use the same model.* settings")
+    model.set_weights(theirs)
+    log.info("initial weights from %s", path)
+
+
+def callbacks(cfg: TrainConfig, out: Path, monitor: str | None) -> list[Any]:
+    """Early stopping and checkpoints on ``monitor``; with no validation data (None) just the log and schedule."""
+    import keras
+
+    if monitor is None:
+        return [keras.callbacks.CSVLogger(str(out / "history.csv")), lr_callback(cfg)]
     mode = "max" if "accuracy" in monitor else "min"
     return [
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.fit.patience,
-                                      restore_best_weights=True, verbose=1),
+                                      restore_best_weights=cfg.fit.restore_best, verbose=1),
         keras.callbacks.ModelCheckpoint(str(out / "checkpoint.keras"), monitor=monitor, mode=mode,
-                                        save_best_only=True),
+                                        save_best_only=cfg.fit.restore_best),
         keras.callbacks.CSVLogger(str(out / "history.csv")),
         lr_callback(cfg),
     ]
 
 
-def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dict[str, Any]:
-    """Train ``cfg.model_kind`` on ``folders``, write the run folder ``out``, return the metrics."""
+def fit(
+    folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str, *, all_images: bool = False
+) -> dict[str, Any]:
+    """Train ``cfg.model_kind`` on ``folders``, write the run folder ``out``, return the metrics.
+
+    ``all_images`` trains seg on every image with no validation split (fixed epochs, no tuning, empty
+    metrics): the final model of an out-of-fold run (``data.oof_folds``, see ``steel_train.oof``).
+    """
+    if cfg.data.oof_folds and not all_images:
+        from steel_train.oof import fit_oof
+
+        return fit_oof(folders, cfg, out)
+    if all_images and cfg.model_kind != "seg":
+        raise ValueError("training on every image without validation is only for the seg model")
     import keras
 
     from steel_train import evaluate, plots
@@ -152,13 +187,15 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
         else:
             class_names = SEG_CLASS_NAMES
             keys = [(paths[r.source].resolve().as_posix(), r.classes) for r in seg_records]
-    if cfg.data.folds:
+    if all_images:
+        train_idx, val_idx = list(range(len(keys))), list[int]()
+    elif cfg.data.folds:
         train_idx, val_idx = kfold_split(keys, cfg.data.folds, cfg.data.fold, cfg.data.split_seed)
     else:
         train_idx, val_idx = stratified_split(keys, cfg.data.val_fraction, cfg.data.split_seed)
     log.info("%s: %d training and %d validation images from %d folder(s)", kind, len(train_idx), len(val_idx),
              len(paths))
-    if not train_idx or not val_idx:
+    if not train_idx or (not val_idx and not all_images):
         raise ValueError(f"too few images to split ({len(keys)}); need at least two per class set")
 
     # ---- model and fit
@@ -169,6 +206,8 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
             from steel_train.pipeline import SegSource, seg_datasets
 
             model = build_seg(cfg.model)
+            if cfg.fit.init_weights:
+                load_initial_weights(model, cfg.fit.init_weights)
             model.compile(
                 optimizer=optimizer(cfg),
                 loss={"masks": BceDiceLoss(cfg.fit.dice_weight), "presence": keras.losses.BinaryCrossentropy()},
@@ -178,6 +217,8 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
         else:
             n = len(class_names)
             model = build_cls(cfg.model, n) if kind == "cls" else build_baseline(cfg.model, n)
+            if cfg.fit.init_weights:
+                load_initial_weights(model, cfg.fit.init_weights)
             model.compile(optimizer=optimizer(cfg),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.fit.label_smoothing),
                           metrics=["accuracy"])
@@ -187,9 +228,9 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
         val_src = SegSource([seg_records[i] for i in val_idx], cfg.data.cache)
         train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, cfg.fit.seed, cfg.fit.epochs)
         steps = min(steps, cfg.fit.steps_per_epoch or steps)
-        monitor = "val_loss"
-        history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.fit.epochs, steps_per_epoch=steps,
-                            callbacks=callbacks(cfg, out, monitor), verbose=verbose, shuffle=False)
+        history = model.fit(train_ds, validation_data=val_ds if val_idx else None, epochs=cfg.fit.epochs,
+                            steps_per_epoch=steps, callbacks=callbacks(cfg, out, "val_loss" if val_idx else None),
+                            verbose=verbose, shuffle=False)
     else:
         from steel_train.pipeline import cls_arrays, cls_datasets
 
@@ -207,10 +248,12 @@ def fit(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dic
                             verbose=verbose, shuffle=False)
     fit_seconds = time.time() - started
     model.save(out / "model.keras")
-    (out / "checkpoint.keras").unlink(missing_ok=True)  # model.keras holds the restored best weights
+    (out / "checkpoint.keras").unlink(missing_ok=True)  # model.keras holds the weights kept
 
     # ---- tune (seg), evaluate on the validation split, plots
-    if kind == "seg":
+    if kind == "seg" and not val_idx:
+        metrics: dict[str, Any] = {}  # the caller (steel_train.oof) scores out-of-fold predictions instead
+    elif kind == "seg":
         metrics = evaluate.finish_seg_run(model, val_src, cfg, out, [f"{i}:{p.name}" for i, p in enumerate(paths)])
     else:
         metrics = evaluate.finish_cls_run(model, val_xy, class_names, out, kind)

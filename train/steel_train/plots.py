@@ -27,7 +27,10 @@ def history_plot(history_csv: Path, out: Path, title: str) -> None:
         rows = list(csv.DictReader(fh))
     if not rows:
         return
-    cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k != "epoch" and rows[0][k] != ""}
+    # Keras' CSVLogger writes "NA" for a metric an epoch lacks (e.g. val_* when there is no validation split).
+    cols = {k: np.array([float(r[k]) if r[k] not in ("", "NA") else np.nan for r in rows])
+            for k in rows[0] if k != "epoch"}
+    cols = {k: v for k, v in cols.items() if not np.isnan(v).all()}
     epochs = np.arange(1, len(rows) + 1)
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, values in cols.items():
