@@ -79,30 +79,36 @@ def test_init_weights_from_a_run(synth_dir: Path, tmp_path: Path) -> None:
 
 def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     """data.oof_folds: fold models, nested tuning on out-of-fold predictions, a final model on every image."""
+    from steel_edge.data.synth import write_dataset
     from steel_edge.postprocess import PostprocessParams
     from steel_train.config import load_train_config
     from steel_train.evaluate import evaluate_path
     from steel_train.fit import fit
 
-    cfg = load_train_config("seg", None, {**TINY_SEG, "data.oof_folds": 2})
-    result = fit([synth_dir], cfg, tmp_path / "run")
+    second = tmp_path / "second"
+    write_dataset(second, images=8, seed=4)
+    # Tune on the second folder only (as with real frames beside synthetic ones); score both.
+    cfg = load_train_config("seg", None, {**TINY_SEG, "data.oof_folds": 2, "postprocess.tune_on": [1]})
+    result = fit([synth_dir, second], cfg, tmp_path / "run")
     run = tmp_path / "run"
     metrics = _check_run(run, "seg")
     assert metrics == json.loads(json.dumps(result["metrics"], default=str))
     oof = metrics["oof"]
     # Every image scored exactly once, by the fold model that did not train on it.
-    assert metrics["split"] == "out-of-fold" and metrics["images"] == oof["images"] == 16
-    assert [f["images"] for f in oof["per_fold"]] and sum(f["images"] for f in oof["per_fold"]) == 16
+    assert metrics["split"] == "out-of-fold" and metrics["images"] == 24
+    assert oof["images"] == 8 and oof["tune_on"] == [1] and sum(f["images"] for f in oof["per_fold"]) == 8
+    assert sorted(g["images"] for g in metrics["per_group"].values()) == [8, 16]
     held_out = []
     for f in range(2):
         fold_run = run / "folds" / f"fold{f}"
         info = json.loads((fold_run / "run.json").read_text())
-        assert info["val_images"] + info["train_images"] == 16
+        assert info["val_images"] + info["train_images"] == 24
         held_out += json.loads((fold_run / "split.json").read_text())["validation"]
-    assert sorted(Path(p).name for p in held_out) == sorted(p.name for p in synth_dir.glob("train_images/*"))
-    # The final model trained on all 16 images, with no validation split.
+    every = [*synth_dir.glob("train_images/*"), *second.glob("train_images/*")]
+    assert sorted(held_out) == sorted(str(p) for p in every)
+    # The final model trained on all 24 images, with no validation split.
     info = json.loads((run / "run.json").read_text())
-    assert info["train_images"] == 16 and info["val_images"] == 0 and info["oof_folds"] == 2
+    assert info["train_images"] == 24 and info["val_images"] == 0 and info["oof_folds"] == 2
     assert oof["postprocess"] in ("default", "tuned") and 0.0 <= oof["dice_default_params"] <= 1.0
     expected = oof["dice_tuned_on_other_folds"] if oof["postprocess"] == "tuned" else oof["dice_default_params"]
     assert metrics["dice_mean_estimate"] == expected
@@ -112,6 +118,9 @@ def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     assert (run / "plots" / "worst_oof.png").is_file()
     assert "oof_folds: 2" in (run / "config.yaml").read_text()
     assert evaluate_path(run, synth_dir)["images"] == 16
+    bad = load_train_config("seg", None, {**TINY_SEG, "data.oof_folds": 2, "postprocess.tune_on": [2]})
+    with pytest.raises(ValueError, match="tune_on"):
+        fit([synth_dir, second], bad, tmp_path / "bad")  # refused before any training
 
 
 def test_baseline_fit(synth_dir: Path, tmp_path: Path) -> None:

@@ -114,6 +114,11 @@ class PostprocessDefaults(_Strict):
     min_area: tuple[int, int, int, int] = (600, 600, 900, 2000)
     min_component: tuple[int, int, int, int] = (150, 150, 150, 150)
     tune: bool = Field(True, description="tune per-class thresholds and areas on the validation split")
+    tune_on: list[int] | None = Field(
+        None, description="positions (0-based, in --data order) of the data folders whose held-out images the tuning "
+        "and its out-of-fold estimates use, e.g. [1] for the real images when synthetic frames come first; "
+        "default all"
+    )
 
 
 class DistributeConfig(_Strict):

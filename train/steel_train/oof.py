@@ -61,7 +61,16 @@ def _predict_fold(run: Path, by_path: dict[str, Any], names: Sequence[str]) -> d
     stride = predictor.stride
     keras.backend.clear_session()
     return {"items": items, "probs": probs, "presence": presence, "stride": stride,
-            "groups": [names[r.source] for r in records]}
+            "groups": [names[r.source] for r in records], "sources": np.array([r.source for r in records])}
+
+
+def _only(fold: dict[str, Any], sources: Sequence[int] | None) -> dict[str, Any]:
+    """The part of a fold's predictions from the given --data folders (all of it for None)."""
+    if sources is None:
+        return fold
+    keep = np.isin(fold["sources"], list(sources))
+    return {**fold, "items": [item for item, k in zip(fold["items"], keep, strict=True) if k],
+            "probs": fold["probs"][keep], "presence": fold["presence"][keep]}
 
 
 def _image_dice(per_image: list[tuple[float, Any, Any]]) -> list[float]:
@@ -83,6 +92,10 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     out = Path(out)
     paths = [Path(f) for f in folders]
     names = [f"{i}:{p.name}" for i, p in enumerate(paths)]
+    tune_on = cfg.postprocess.tune_on
+    if tune_on is not None and not set(tune_on) <= set(range(len(paths))):
+        raise ValueError(f"postprocess.tune_on: {tune_on} names a --data position that does not exist "
+                         f"(0..{len(paths) - 1})")
     by_path = {str(r.path): r for r in load_seg_records(paths, cfg.data.on_bad_row)}
 
     folds = []
@@ -92,6 +105,7 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
         fit(paths, _fold_config(cfg, f), run)
         folds.append(_predict_fold(run, by_path, names))
     stride = folds[0]["stride"]
+    all_folds, folds = folds, [_only(g, tune_on) for g in folds]
 
     d = cfg.postprocess
     start = {key: list(getattr(d, key)) for key in TUNED_KEYS}
@@ -118,8 +132,6 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
             row["dice_tuned_on_other_folds"] = n_metrics["dice_mean"]
         per_fold.append(row)
 
-    items = [item for g in folds for item in g["items"]]
-    groups = [name for g in folds for name in g["groups"]]
     probs, presence, masks = pooled(folds)
     params, tuning, choice = default_params, [], "default"
     oof_default = float(np.mean(default_dice))
@@ -130,14 +142,19 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
         if oof_nested is not None and oof_nested > oof_default:
             params, choice = PostprocessParams(gate=d.gate, **chosen), "tuned"
     log.info("out-of-fold Dice on %d images: default post-processing %.4f, tuned on other folds %s; keeping %s",
-             len(items), oof_default, "-" if oof_nested is None else f"{oof_nested:.4f}", choice)
-    metrics, per_image = score_seg([(items, probs, presence)], params, groups=groups)
+             len(default_dice), oof_default, "-" if oof_nested is None else f"{oof_nested:.4f}", choice)
+    # Scored on every held-out image, with per-folder figures; the estimates above cover the tune_on folders.
+    items = [item for g in all_folds for item in g["items"]]
+    groups = [name for g in all_folds for name in g["groups"]]
+    batch = [(items, np.concatenate([g["probs"] for g in all_folds]),
+              np.concatenate([g["presence"] for g in all_folds]))]
+    metrics, per_image = score_seg(batch, params, groups=groups)
     metrics.update({
         "split": "out-of-fold",
         # The honest figure for unseen images: with tuned parameters the pooled score above was tuned on
         # these very predictions, so the nested score stands in for it.
         "dice_mean_estimate": oof_nested if choice == "tuned" else oof_default,
-        "oof": {"folds": k, "images": len(items), "dice_default_params": oof_default,
+        "oof": {"folds": k, "images": len(default_dice), "tune_on": tune_on, "dice_default_params": oof_default,
                 "dice_tuned_on_other_folds": oof_nested, "postprocess": choice, "per_fold": per_fold},
         "tuning": tuning,
     })
