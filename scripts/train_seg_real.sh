@@ -44,7 +44,9 @@ hold = json.loads((work / "synthetic_holdout.json").read_text())
 oof = m["oof"]
 print(f"pre-trained model, held-out synthetic: Dice {pre['dice_mean']:.4f} (all-empty {pre['dice_all_empty']:.4f})")
 for name, g in m["per_group"].items():
-    print(f"out-of-fold {name}: Dice {g['dice_mean']:.4f} with the {oof['postprocess']} post-processing "
+    tuned_here = oof["postprocess"] == "tuned" and (oof["tune_on"] is None or int(name.split(":")[0]) in oof["tune_on"])
+    note = " (tuned on these very predictions: optimistic)" if tuned_here else ""
+    print(f"out-of-fold {name}: Dice {g['dice_mean']:.4f} with the {oof['postprocess']} post-processing{note} "
           f"(all-empty {g['dice_all_empty']:.4f})")
 print(f"real frames, out-of-fold: default post-processing {oof['dice_default_params']:.4f}, tuned on the other "
       f"folds {oof['dice_tuned_on_other_folds']:.4f}; kept: {oof['postprocess']}")
