@@ -131,14 +131,13 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
     """Tune post-processing on the validation split, then score it through the edge's code path."""
     from steel_edge.postprocess import PostprocessParams
     from steel_train import plots
-    from steel_train.tune import tune_postprocess
+    from steel_train.tune import starting_values, tune_postprocess
 
     items = [SeverstalImage(r.path.name, r.path, r.rles) for r in val_src.records]
     predictor = KerasSeg(model)
     stride = predictor.stride
     defaults = cfg.postprocess
-    start = {k: list(getattr(defaults, k)) for k in
-             ("presence_threshold", "pixel_threshold", "min_component", "min_area")}
+    start = starting_values(defaults)
     default_params = PostprocessParams(gate=defaults.gate, **start)
     chosen = start
     tuning: list[dict[str, Any]] = []

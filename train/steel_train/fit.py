@@ -206,8 +206,6 @@ def fit(
             from steel_train.pipeline import SegSource, seg_datasets
 
             model = build_seg(cfg.model)
-            if cfg.fit.init_weights:
-                load_initial_weights(model, cfg.fit.init_weights)
             model.compile(
                 optimizer=optimizer(cfg),
                 loss={"masks": BceDiceLoss(cfg.fit.dice_weight), "presence": keras.losses.BinaryCrossentropy()},
@@ -217,11 +215,11 @@ def fit(
         else:
             n = len(class_names)
             model = build_cls(cfg.model, n) if kind == "cls" else build_baseline(cfg.model, n)
-            if cfg.fit.init_weights:
-                load_initial_weights(model, cfg.fit.init_weights)
             model.compile(optimizer=optimizer(cfg),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.fit.label_smoothing),
                           metrics=["accuracy"])
+        if cfg.fit.init_weights:
+            load_initial_weights(model, cfg.fit.init_weights)
 
     if kind == "seg":
         train_src = SegSource([seg_records[i] for i in train_idx], cfg.data.cache)

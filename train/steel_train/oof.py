@@ -33,7 +33,6 @@ from steel_edge.data.severstal import SeverstalImage
 from steel_train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-TUNED_KEYS = ("presence_threshold", "pixel_threshold", "min_component", "min_area")
 
 
 def _fold_config(cfg: TrainConfig, fold: int) -> TrainConfig:
@@ -83,7 +82,7 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     from steel_train import plots
     from steel_train.evaluate import score_seg, worst_panels
     from steel_train.fit import fit, load_seg_records
-    from steel_train.tune import tune_postprocess
+    from steel_train.tune import starting_values, tune_postprocess
 
     if cfg.model_kind != "seg":
         raise ValueError("data.oof_folds is for the seg model (cls and baseline use data.val_fraction or data.folds)")
@@ -108,7 +107,7 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     all_folds, folds = folds, [_only(g, tune_on) for g in folds]
 
     d = cfg.postprocess
-    start = {key: list(getattr(d, key)) for key in TUNED_KEYS}
+    start = starting_values(d)
     default_params = PostprocessParams(gate=d.gate, **start)
     soft = d.gate == "soft"
 
@@ -165,7 +164,7 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     dump_config(cfg, out / "config.yaml")  # the resolved config as asked for, oof_folds included
     plots.worst_overlays(worst_panels(per_image), out / "plots" / "worst_oof.png",
                          title=f"worst out-of-fold images, Dice {metrics['dice_mean']:.4f} ({choice} post-processing)")
-    record = {**final["run"], "oof_folds": k, "val_images": 0, "total_seconds": round(time.time() - started, 1),
-           "fold_runs": [str((out / "folds" / f"fold{f}").resolve()) for f in range(k)]}
+    record = {**final["run"], "oof_folds": k, "total_seconds": round(time.time() - started, 1),
+              "fold_runs": [str((out / "folds" / f"fold{f}").resolve()) for f in range(k)]}
     (out / "run.json").write_text(json.dumps(record, indent=2))
     return {"run": record, "metrics": metrics}

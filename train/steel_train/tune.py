@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,12 @@ PRESENCE_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PIXEL_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 MIN_COMPONENT_GRID = (0, 50, 150, 300, 600, 1000)
 MIN_AREA_GRID = (0, 300, 600, 900, 1200, 2000, 3000, 5000)
+TUNED_KEYS = ("presence_threshold", "pixel_threshold", "min_component", "min_area")
+
+
+def starting_values(defaults: Any) -> dict[str, list[float]]:
+    """The per-class lists tuning starts from, read off a config's ``postprocess`` section."""
+    return {key: list(getattr(defaults, key)) for key in TUNED_KEYS}
 
 
 @dataclass(frozen=True)
