@@ -19,7 +19,12 @@ class BceDiceLoss(keras.losses.Loss):
         self.smooth = smooth
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        y_pred = ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
+        # No clipping here: Keras's BCE takes the logits from the sigmoid that made y_pred, so a pixel
+        # the model is sure of still gets a gradient. Clipping y_pred (as this loss once did at 1e-6)
+        # zeroes the gradient of every pixel whose logit is below -13.8: a class channel pushed that
+        # far down everywhere, e.g. by synthetic pre-training that never shows real class-4 patches,
+        # then stays dead through fine-tuning (measured: one of three out-of-fold models kept every
+        # real class-4 probability at 0.00, on its own training frames too).
         bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
         axes = (0, 1, 2)
         inter = ops.sum(y_true * y_pred, axis=axes)
