@@ -27,7 +27,7 @@ def _loss_and_bias_grad(bias: float, target: float) -> tuple[float, np.ndarray]:
     y = np.full((2, 8, 8, 4), target, np.float32)
 
     @tf.function  # as in model.fit: a traced step
-    def step():  # type: ignore[no-untyped-def]
+    def step():
         with tf.GradientTape() as tape:
             value = loss(y, model(x)["masks"])
         return value, tape.gradient(value, model.get_layer("masks").bias)
