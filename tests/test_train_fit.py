@@ -112,6 +112,11 @@ def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     assert oof["postprocess"] in ("default", "tuned") and 0.0 <= oof["dice_default_params"] <= 1.0
     expected = oof["dice_tuned_on_other_folds"] if oof["postprocess"] == "tuned" else oof["dice_default_params"]
     assert metrics["dice_mean_estimate"] == expected
+    # The gain over all-empty is over the tune_on folder's 8 images: the estimate minus their all-empty Dice.
+    gain = oof["gain_over_all_empty"]
+    tuned_group = next(g for name, g in metrics["per_group"].items() if name.startswith("1:"))
+    assert gain["images"] == 8 and gain["mean"] == pytest.approx(expected - tuned_group["dice_all_empty"])
+    assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
     params = PostprocessParams.model_validate_json((run / "postprocess.json").read_text())
     if oof["postprocess"] == "default":
         assert list(params.min_area) == list(cfg.postprocess.min_area)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from steel_edge.metrics import dice
 from steel_edge.postprocess import PostprocessParams, postprocess
@@ -44,3 +45,19 @@ def test_tuned_dice_matches_postprocess_path() -> None:
         before = [dice(postprocess(probs[n], presence[n], start).masks[c], truths[n][c]) for n in range(len(truths))]
         assert abs(np.mean(before) - choice.dice_default) < 1e-5
         assert choice.dice >= choice.dice_default
+
+
+def test_gain_over_all_empty_interval() -> None:
+    from steel_train.oof import gain_over_all_empty
+
+    rng = np.random.default_rng(1)
+    empty = rng.choice([0.5, 0.75, 1.0], size=40)
+    clear = gain_over_all_empty(empty + 0.05 + rng.normal(0, 0.01, 40), empty)
+    assert clear["mean"] == pytest.approx(0.05, abs=0.01) and clear["ci95"][0] > 0.03
+    assert clear["share_of_resamples_above_zero"] == 1.0 and clear["images"] == 40
+    noisy = gain_over_all_empty(empty + 0.02 + rng.normal(0, 0.2, 40), empty)
+    low, high = noisy["ci95"]
+    assert low < 0 < high and low < noisy["mean"] < high  # a small gain on noisy images is not clear of zero
+    assert gain_over_all_empty(empty + 0.02, empty, seed=3) == gain_over_all_empty(empty + 0.02, empty, seed=3)
+    with pytest.raises(ValueError, match="no images"):
+        gain_over_all_empty([], [])
