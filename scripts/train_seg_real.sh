@@ -11,7 +11,7 @@
 #
 # The figures to read: $WORK/run/metrics.json "per_group" (real and synthetic out-of-fold Dice with the
 # chosen post-processing), "oof" (default vs nested-tuned estimate on the real frames, all-empty per
-# fold) and $WORK/synthetic_holdout.json.
+# fold, the gain over all-empty with its bootstrap interval) and $WORK/synthetic_holdout.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -50,6 +50,9 @@ for name, g in m["per_group"].items():
           f"(all-empty {g['dice_all_empty']:.4f})")
 print(f"real frames, out-of-fold: default post-processing {oof['dice_default_params']:.4f}, tuned on the other "
       f"folds {oof['dice_tuned_on_other_folds']:.4f}; kept: {oof['postprocess']}")
+g = oof["gain_over_all_empty"]
+print(f"gain over all-empty on the real frames ({oof['postprocess']} post-processing, honest figure): {g['mean']:+.4f}, "
+      f"95% paired bootstrap interval {g['ci95'][0]:+.4f} .. {g['ci95'][1]:+.4f} ({g['images']} frames)")
 print(f"final model, {hold['images']} synthetic frames no stage trained on: Dice {hold['dice_mean']:.4f} "
       f"(all-empty {hold['dice_all_empty']:.4f})")
 EOF
