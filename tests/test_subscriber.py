@@ -279,11 +279,18 @@ def test_subscribe_stops_after_eos_and_honours_topics(pub: Pub, capsys: pytest.C
     assert "gaps not checked" in err
 
 
+def _sigint_to_main_thread(after: float) -> threading.Timer:
+    """A not-yet-started timer that sends SIGINT to the main thread itself.
+
+    os.kill(getpid()) lets the kernel hand the signal to any thread, and the main thread, blocked in
+    zmq_poll, then never wakes (seen once under load: a 30 s timeout).
+    """
+    return threading.Timer(after, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+
+
 @pytest.mark.timeout(30)
 def test_subscribe_exits_0_on_sigint(pub: Pub, capsys: pytest.CaptureFixture[str]) -> None:
-    # To the main thread itself: os.kill(getpid()) lets the kernel hand the signal to any thread, and
-    # the main thread, blocked in zmq_poll, then never wakes (seen once under load: a 30 s timeout).
-    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer = _sigint_to_main_thread(0.5)
     timer.start()
     try:
         rc = subscribe_main([pub.endpoint])
@@ -335,9 +342,7 @@ def test_proxy_fans_two_publishers_into_one_subscriber(ctx: zmq.Context[Any]) ->
 
 @pytest.mark.timeout(30)
 def test_proxy_main_binds_and_stops_on_sigint(capsys: pytest.CaptureFixture[str]) -> None:
-    # To the main thread itself: os.kill(getpid()) lets the kernel hand the signal to any thread, and
-    # the main thread, blocked in zmq_poll, then never wakes (seen once under load: a 30 s timeout).
-    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer = _sigint_to_main_thread(0.5)
     timer.start()
     try:
         rc = proxy_main(["--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*"])
