@@ -2,6 +2,7 @@
 # The seg recipe for few real frames (issue 3), end to end, with its honest figures:
 #   1. pre-train on 400 synthetic frames (held-out synthetic Dice in $WORK/pretrain/metrics.json);
 #   2. fine-tune from those weights on the real sample plus 100 other synthetic frames at weight 0.2,
+#      half the crops getting a defect copied in from another training frame of the same folder,
 #      out-of-fold (data.oof_folds=3): every real frame is scored by a fold model that never saw it, the
 #      post-processing is tuned on the real frames' out-of-fold predictions (nested estimate) and the
 #      final model trains on every frame;
@@ -31,8 +32,8 @@ train fit --data "$WORK/synth_pretrain" --model seg --out "$WORK/pretrain" "${MO
   --epochs 30 --set fit.patience=30 >"$WORK/pretrain.log" 2>&1
 train fit --data "$WORK/synth_mix" --data "$REAL" --model seg --out "$WORK/run" "${MODEL[@]}" \
   --set fit.init_weights="$WORK/pretrain" --set data.oof_folds=3 --set "postprocess.tune_on=[1]" \
-  --set "data.source_weights=[0.2,1.0]" --set data.crops_per_image=6 --set fit.presence_weight=0.2 \
-  --epochs 60 --set fit.learning_rate=0.001 >"$WORK/run.log" 2>&1
+  --set "data.source_weights=[0.2,1.0]" --set data.crops_per_image=6 --set data.copy_paste=0.5 \
+  --set fit.presence_weight=0.2 --epochs 60 --set fit.learning_rate=0.001 >"$WORK/run.log" 2>&1
 train evaluate --model "$WORK/run" --data "$WORK/synth_holdout" --json >"$WORK/synthetic_holdout.json"
 "$PY" - "$WORK" <<'EOF'
 import json, sys

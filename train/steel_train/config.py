@@ -57,6 +57,10 @@ class DataConfig(_Strict):
     on_bad_row: Literal["raise", "skip"] = Field(
         "raise", description="a bad label row or image: stop with its file and line, or skip it with a warning"
     )
+    copy_paste: float = Field(
+        0.0, ge=0, le=1, description="seg: probability that a training crop gets one labelled defect pasted in from "
+        "another training image of the same --data folder (its pixels, mask and class; never from held-out images)"
+    )
     augment: AugmentConfig = AugmentConfig()
 
 

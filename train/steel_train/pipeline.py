@@ -79,6 +79,82 @@ class SegSource:
         return read_gray(rec.path, expect=(HEIGHT, WIDTH)), label_map(rec.rles)
 
 
+@dataclass(frozen=True)
+class Defect:
+    """One labelled defect (a connected component of one class) in a SegSource image."""
+
+    image: int
+    class_id: int
+    box: tuple[int, int, int, int]  # x, y, width, height in frame pixels
+
+
+class DefectBank:
+    """The labelled defects of the training images, for copy-paste augmentation (``data.copy_paste``).
+
+    A defect moves with its class mask, is pasted only into images of the same --data folder (a real
+    defect onto real strip, never onto a synthetic frame), never into the image it came from, and only
+    onto the strip (not beyond its edge). The patch is shifted to the target's background level and its
+    edge feathered, so the model cannot find it by a brightness step alone.
+    """
+
+    MIN_PIXELS = 64  # smaller components are RLE crumbs, not defects worth moving
+    OFF_STRIP = 20  # gray level under which a pixel is the dark background beyond the strip's edge
+
+    def __init__(self, source: SegSource) -> None:
+        self.source = source
+        self.by_folder: dict[int, list[Defect]] = {}
+        for i, rec in enumerate(source.records):
+            if not rec.classes:
+                continue
+            _, labels = source.get(i)
+            for class_id in rec.classes:
+                n, _, stats, _ = cv2.connectedComponentsWithStats((labels == class_id).astype(np.uint8), connectivity=8)
+                for x, y, w, h, area in stats[1:n]:
+                    if area >= self.MIN_PIXELS:
+                        self.by_folder.setdefault(rec.source, []).append(
+                            Defect(i, class_id, (int(x), int(y), int(w), int(h))))
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_folder.values())
+
+    def paste(self, image: np.ndarray, labels: np.ndarray, into: int, rng: np.random.Generator) -> tuple[
+        np.ndarray, np.ndarray
+    ]:
+        """``image`` (float32) and ``labels`` of a crop of image ``into``, with one defect from another image."""
+        pool = [d for d in self.by_folder.get(self.source.records[into].source, []) if d.image != into]
+        if not pool:
+            return image, labels
+        d = pool[int(rng.integers(len(pool)))]
+        src_image, src_labels = self.source.get(d.image)
+        x, y, w, h = d.box
+        patch = src_image[y:y + h, x:x + w].astype(np.float32)
+        mask = src_labels[y:y + h, x:x + w] == d.class_id
+        if rng.random() < 0.5:
+            patch, mask = patch[:, ::-1], mask[:, ::-1]
+        if rng.random() < 0.5:
+            patch, mask = patch[::-1], mask[::-1]
+        # A defect larger than the crop contributes a random window of itself.
+        ph, pw = min(h, image.shape[0]), min(w, image.shape[1])
+        oy, ox = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        patch, mask = patch[oy:oy + ph, ox:ox + pw], mask[oy:oy + ph, ox:ox + pw]
+        if not mask.any():
+            return image, labels
+        for _ in range(4):  # onto the strip: not into the black beyond its edge
+            ty, tx = int(rng.integers(0, image.shape[0] - ph + 1)), int(rng.integers(0, image.shape[1] - pw + 1))
+            target = image[ty:ty + ph, tx:tx + pw]
+            if np.mean(target < self.OFF_STRIP) < 0.1:
+                break
+        else:
+            return image, labels
+        # The labels are coarse polygons, mostly background inside: the patch's median is its background level.
+        shift = float(np.median(target)) - float(np.median(patch))
+        alpha = np.maximum(cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 0), mask)
+        image, labels = image.copy(), labels.copy()
+        image[ty:ty + ph, tx:tx + pw] = np.clip(alpha * (patch + shift) + (1 - alpha) * target, 0, 255)
+        labels[ty:ty + ph, tx:tx + pw][mask] = d.class_id
+        return image, labels
+
+
 def repeat_factors(records: Sequence[SegRecord], cfg: DataConfig) -> np.ndarray:
     """Expected appearances per epoch of each image: rare-class boost times its source's weight."""
     weights = cfg.source_weights
@@ -150,7 +226,7 @@ def seg_targets(labels: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray
 
 
 def seg_train_sample(
-    source: SegSource, index: int, seed: int, data: DataConfig, stride: int
+    source: SegSource, index: int, seed: int, data: DataConfig, stride: int, bank: DefectBank | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     image, labels = source.get(index)
@@ -158,8 +234,10 @@ def seg_train_sample(
     crop_w = min(data.crop_width, image.shape[1])
     y0 = int(rng.integers(0, image.shape[0] - crop_h + 1))
     x0 = choose_crop(labels[y0:y0 + crop_h], crop_w, data.defect_crop_bias, rng)
-    img, lab = augment_pair(image[y0:y0 + crop_h, x0:x0 + crop_w], labels[y0:y0 + crop_h, x0:x0 + crop_w],
-                            data.augment, rng)
+    img, lab = image[y0:y0 + crop_h, x0:x0 + crop_w].astype(np.float32), labels[y0:y0 + crop_h, x0:x0 + crop_w]
+    if bank is not None and rng.random() < data.copy_paste:
+        img, lab = bank.paste(img, lab, index, rng)
+    img, lab = augment_pair(img, lab, data.augment, rng)
     masks, presence = seg_targets(lab, stride)
     return img[..., None], masks, presence
 
@@ -176,8 +254,10 @@ def seg_datasets(
     steps = max(1, min(len(p) for p in plans) // data.batch_size)
     plan = np.concatenate([p[: steps * data.batch_size] for p in plans])
 
+    bank = DefectBank(train) if data.copy_paste > 0 else None
+
     def load(row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return seg_train_sample(train, int(row[0]), int(row[1]), data, stride)
+        return seg_train_sample(train, int(row[0]), int(row[1]), data, stride, bank)
 
     def tf_load(row: Any) -> tuple[Any, dict[str, Any]]:
         img, masks, presence = tf.numpy_function(load, [row], [tf.float32, tf.float32, tf.float32])
