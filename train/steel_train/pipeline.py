@@ -73,10 +73,13 @@ class SegSource:
         return len(self.records)
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._images is not None and self._labels is not None:
-            return self._images[i], self._labels[i]
-        rec = self.records[i]
-        return read_gray(rec.path, expect=(HEIGHT, WIDTH)), label_map(rec.rles)
+        if self._images is not None:
+            return self._images[i], self.labels(i)
+        return read_gray(self.records[i].path, expect=(HEIGHT, WIDTH)), self.labels(i)
+
+    def labels(self, i: int) -> np.ndarray:
+        """Image ``i``'s label map alone (no image read when the source is not cached)."""
+        return self._labels[i] if self._labels is not None else label_map(self.records[i].rles)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class DefectBank:
         for i, rec in enumerate(source.records):
             if not rec.classes:
                 continue
-            _, labels = source.get(i)
+            labels = source.labels(i)
             for class_id in rec.classes:
                 n, _, stats, _ = cv2.connectedComponentsWithStats((labels == class_id).astype(np.uint8), connectivity=8)
                 for x, y, w, h, area in stats[1:n]:
@@ -193,7 +196,7 @@ def augment_pair(image: np.ndarray, labels: np.ndarray, aug: AugmentConfig, rng:
         image, labels = image[:, ::-1], labels[:, ::-1]
     if aug.vflip and rng.random() < 0.5:
         image, labels = image[::-1], labels[::-1]
-    out = image.astype(np.float32)
+    out = np.ascontiguousarray(image, dtype=np.float32)  # copies only a flipped view: the crop is float32 already
     if aug.contrast or aug.brightness:
         gain = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
         shift = rng.uniform(-aug.brightness, aug.brightness) * 255.0
