@@ -4,8 +4,9 @@
 #   2. fine-tune from those weights on the real sample plus 100 other synthetic frames at weight 0.2,
 #      half the crops getting a defect copied in from another training frame of the same folder,
 #      out-of-fold (data.oof_folds=3): every real frame is scored by a fold model that never saw it, the
-#      post-processing is tuned on the real frames' out-of-fold predictions (nested estimate) and the
-#      final model trains on every frame;
+#      post-processing (pixel threshold and minimum mask area per class; presence threshold and minimum
+#      component stay at their defaults) is tuned on the real frames' out-of-fold predictions (nested
+#      estimate) and the final model trains on every frame;
 #   3. score the final model on 200 synthetic frames no stage trained on.
 #
 #   bash scripts/train_seg_real.sh        # needs the train extra; about 35 minutes on a 2-core CPU
@@ -33,6 +34,7 @@ train fit --data "$WORK/synth_pretrain" --model seg --out "$WORK/pretrain" "${MO
 train fit --data "$WORK/synth_mix" --data "$REAL" --model seg --out "$WORK/run" "${MODEL[@]}" \
   --set fit.init_weights="$WORK/pretrain" --set data.oof_folds=3 --set "postprocess.tune_on=[1]" \
   --set "data.source_weights=[0.2,1.0]" --set data.crops_per_image=6 --set data.copy_paste=0.5 \
+  --set "postprocess.tune_keys=[pixel_threshold,min_area]" \
   --set fit.presence_weight=0.2 --epochs 60 --set fit.learning_rate=0.001 >"$WORK/run.log" 2>&1
 train evaluate --model "$WORK/run" --data "$WORK/synth_holdout" --json >"$WORK/synthetic_holdout.json"
 "$PY" - "$WORK" <<'EOF'

@@ -39,6 +39,24 @@ def test_flag_overrides_and_flag_errors(tmp_path: Path) -> None:
         load_train_config("seg", None, {"fit.learning_rate": -1})
 
 
+def test_pretraining_and_tuning_keys() -> None:
+    from steel_edge.configfile import parse_set_flags
+
+    cfg = load_train_config("seg", None, parse_set_flags(["postprocess.tune_keys=[pixel_threshold, min_area]"]))
+    assert cfg.postprocess.tune_keys == ["pixel_threshold", "min_area"]
+    assert len(load_train_config("seg").postprocess.tune_keys) == 4  # the default searches all four
+    for bad, message in (("[gate]", "tune_keys"), ("[]", "tune_keys")):
+        with pytest.raises(ConfigError, match=message):
+            load_train_config("seg", None, parse_set_flags([f"postprocess.tune_keys={bad}"]))
+    assert load_train_config("cls", None, {"model.arch": "seg_encoder"}).model.arch == "seg_encoder"
+    with pytest.raises(ConfigError, match="is for the cls model"):
+        load_train_config("seg", None, {"model.arch": "seg_encoder"})
+    with pytest.raises(ConfigError, match="is for the seg model"):
+        load_train_config("cls", None, {"fit.init_encoder": "x"})
+    with pytest.raises(ConfigError, match="not both"):
+        load_train_config("seg", None, {"fit.init_encoder": "x", "fit.init_weights": "y"})
+
+
 def test_invalid_yaml(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("data:\n  batch_size: [1\n")

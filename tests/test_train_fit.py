@@ -77,6 +77,52 @@ def test_init_weights_from_a_run(synth_dir: Path, tmp_path: Path) -> None:
     assert _check_run(tmp_path / "fine", "seg")["images"] > 0
 
 
+def test_init_encoder_from_a_cls_run(synth_dir: Path, tmp_path: Path) -> None:
+    """fit.init_encoder: a cls model with the seg encoder (model.arch=seg_encoder) pre-trains a seg encoder."""
+    import keras
+
+    from steel_train.config import load_train_config
+    from steel_train.fit import fit, load_encoder_weights
+    from steel_train.models import ENCODER_PREFIX, build_seg
+
+    data = tmp_path / "labelled"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["filename,class"]
+    for i in range(12):
+        label = ("dark", "bright")[i % 2]
+        write_jpeg(data / f"{i}.jpg", rng.integers(0, 90, (40, 40)).astype(np.uint8) + (0 if i % 2 else 120))
+        rows.append(f"{i}.jpg,{label}")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    arch = {"model.arch": "seg_encoder", "model.width": 8, "model.depth": 3, "model.input_height": 32,
+            "model.input_width": 32}
+    cls = load_train_config("cls", None, {**arch, "fit.epochs": 1, "data.batch_size": 4})
+    fit([data], cls, tmp_path / "neu")
+    src = keras.models.load_model(tmp_path / "neu" / "model.keras", compile=False)
+    seg_cfg = load_train_config("seg", None, {**TINY_SEG, "fit.init_encoder": str(tmp_path / "neu")})
+    seg = build_seg(seg_cfg.model)
+    encoder = [layer.name for layer in seg.layers if layer.name.startswith(ENCODER_PREFIX)]
+    assert len(encoder) == 2 + 3 * 2 * 4  # stem conv + BN, then per stage two blocks of dw, dw_bn, pw, pw_bn
+    load_encoder_weights(seg, str(tmp_path / "neu"))
+    for name in encoder:
+        for a, b in zip(src.get_layer(name).get_weights(), seg.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # The heads start random; another width or depth is refused with the layer or the stage named.
+    wider = build_seg(load_train_config("seg", None, {**TINY_SEG, "model.width": 12}).model)
+    with pytest.raises(ValueError, match=r"layer enc_stem has shapes .* use the same model.width"):
+        load_encoder_weights(wider, str(tmp_path / "neu"))
+    deeper = build_seg(load_train_config("seg", None, {**TINY_SEG, "model.depth": 4}).model)
+    with pytest.raises(ValueError, match=r"other stages .*enc_4a"):
+        load_encoder_weights(deeper, str(tmp_path / "neu"))
+    with pytest.raises(ValueError, match="has no seg encoder"):
+        plain = load_train_config("cls", None, {"model.width": 8, "model.depth": 2, "model.input_height": 32,
+                                                 "model.input_width": 32, "fit.epochs": 1})
+        fit([data], plain, tmp_path / "plain")
+        load_encoder_weights(seg, str(tmp_path / "plain"))
+    fit([synth_dir], seg_cfg, tmp_path / "seg")  # the whole path: config -> fit -> run folder
+    assert _check_run(tmp_path / "seg", "seg")["images"] > 0
+
+
 def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     """data.oof_folds: fold models, nested tuning on out-of-fold predictions, a final model on every image."""
     from steel_edge.data.synth import write_dataset

@@ -7,7 +7,7 @@ import pytest
 
 from steel_edge.metrics import dice
 from steel_edge.postprocess import PostprocessParams, postprocess
-from steel_train.tune import tune_postprocess
+from steel_train.tune import starting_values, tune_postprocess
 
 
 def _case(seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -35,8 +35,7 @@ def _case(seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
 def test_tuned_dice_matches_postprocess_path() -> None:
     probs, presence, truths = _case(0)
     start = PostprocessParams()
-    defaults = {k: list(getattr(start, k)) for k in ("presence_threshold", "pixel_threshold", "min_component",
-                                                     "min_area")}
+    defaults = starting_values(start)
     chosen, report = tune_postprocess(probs, presence, truths, 4, defaults)
     params = PostprocessParams(**chosen)
     for c, choice in enumerate(report):
@@ -45,6 +44,27 @@ def test_tuned_dice_matches_postprocess_path() -> None:
         before = [dice(postprocess(probs[n], presence[n], start).masks[c], truths[n][c]) for n in range(len(truths))]
         assert abs(np.mean(before) - choice.dice_default) < 1e-5
         assert choice.dice >= choice.dice_default
+
+
+def test_tune_keys_limit_the_search() -> None:
+    """postprocess.tune_keys: only the named parameters move; the rest keep their starting values."""
+    probs, presence, truths = _case(2)
+    start = PostprocessParams()
+    defaults = starting_values(start)
+    full, full_report = tune_postprocess(probs, presence, truths, 4, defaults)
+    moved = {k for k in defaults if full[k] != defaults[k]}
+    assert {"presence_threshold", "min_area"} & moved  # the full search moves a gate on this case
+    chosen, report = tune_postprocess(probs, presence, truths, 4, defaults, keys=("pixel_threshold", "min_area"))
+    assert chosen["presence_threshold"] == defaults["presence_threshold"]
+    assert chosen["min_component"] == defaults["min_component"]
+    params = PostprocessParams(**chosen)
+    for c, choice in enumerate(report):
+        scores = [dice(postprocess(probs[n], presence[n], params).masks[c], truths[n][c]) for n in range(len(truths))]
+        assert abs(np.mean(scores) - choice.dice) < 1e-5
+        assert choice.dice_default <= choice.dice <= full_report[c].dice + 1e-9  # a subset of the full grid
+    for bad in ((), ("min_area", "gate")):
+        with pytest.raises(ValueError, match="non-empty subset"):
+            tune_postprocess(probs, presence, truths, 4, defaults, keys=bad)
 
 
 def test_gain_over_all_empty_interval() -> None:

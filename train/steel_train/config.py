@@ -85,6 +85,11 @@ class ModelConfig(_Strict):
         1, ge=1, le=4, description="seg: average-pool the tile by this factor first (the labels are coarse polygons)"
     )
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier / presence head")
+    arch: Literal["plain", "seg_encoder"] = Field(
+        "plain", description="cls: plain conv stages, or the seg network's encoder (same width, depth, "
+        "input_downsample) so a cls run on real labelled images can pre-train a seg model's encoder "
+        "(fit.init_encoder)"
+    )
 
 
 class FitConfig(_Strict):
@@ -106,6 +111,11 @@ class FitConfig(_Strict):
         None, description="start from this model's weights (a .keras file or a run folder) instead of random ones, "
         "e.g. pre-train on synthetic frames, then fine-tune on real ones; the architecture must match"
     )
+    init_encoder: str | None = Field(
+        None, description="seg: start the encoder (stem and stages) from this model's encoder (a .keras file or a "
+        "run folder of a seg model, or of a cls model with model.arch=seg_encoder, e.g. trained on NEU); the rest "
+        "starts random; width and depth must match"
+    )
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None = whole data set)")
 
 
@@ -118,6 +128,11 @@ class PostprocessDefaults(_Strict):
     min_area: tuple[int, int, int, int] = (600, 600, 900, 2000)
     min_component: tuple[int, int, int, int] = (150, 150, 150, 150)
     tune: bool = Field(True, description="tune per-class thresholds and areas on the validation split")
+    tune_keys: list[Literal["presence_threshold", "pixel_threshold", "min_component", "min_area"]] = Field(
+        ["presence_threshold", "pixel_threshold", "min_component", "min_area"], min_length=1,
+        description="the parameters tuning searches; the others keep the values above (on a few dozen images, "
+        "e.g. [pixel_threshold, min_area]: fewer free parameters, less noise tuned in)"
+    )
     tune_on: list[int] | None = Field(
         None, description="positions (0-based, in --data order) of the data folders whose held-out images the tuning "
         "and its out-of-fold estimates use, e.g. [1] for the real images when synthetic frames come first; "
@@ -140,6 +155,16 @@ class TrainConfig(_Strict):
     fit: FitConfig = FitConfig()
     postprocess: PostprocessDefaults = PostprocessDefaults()
     distribute: DistributeConfig = DistributeConfig()
+
+    @model_validator(mode="after")
+    def _pretraining_fits_the_kind(self) -> TrainConfig:
+        if self.model.arch != "plain" and self.model_kind != "cls":
+            raise ValueError(f"model.arch={self.model.arch} is for the cls model (the seg model has that encoder)")
+        if self.fit.init_encoder and self.model_kind != "seg":
+            raise ValueError("fit.init_encoder is for the seg model (it copies a seg encoder's weights)")
+        if self.fit.init_encoder and self.fit.init_weights:
+            raise ValueError("set fit.init_weights (the whole model) or fit.init_encoder (its encoder), not both")
+        return self
 
 
 def default_config_path(kind: ModelKind) -> Path:

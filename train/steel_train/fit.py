@@ -107,16 +107,20 @@ def optimizer(cfg: TrainConfig) -> Any:
     return keras.optimizers.Adam(cfg.fit.learning_rate)
 
 
-def load_initial_weights(model: Any, source: str) -> None:
-    """Copy the weights of a saved model (``.keras`` file or run folder) into ``model``; shapes must match."""
+def _load_source_model(source: str, key: str) -> tuple[Any, Path]:
     import keras
 
     path = Path(source)
     if path.is_dir():
         path = path / "model.keras"
     if not path.is_file():
-        raise ValueError(f"fit.init_weights: {path}: no such model file")
-    src = keras.models.load_model(path, compile=False)
+        raise ValueError(f"{key}: {path}: no such model file")
+    return keras.models.load_model(path, compile=False), path
+
+
+def load_initial_weights(model: Any, source: str) -> None:
+    """Copy the weights of a saved model (``.keras`` file or run folder) into ``model``; shapes must match."""
+    src, path = _load_source_model(source, "fit.init_weights")
     theirs, ours = src.get_weights(), model.get_weights()
     mismatch = [i for i, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a.shape != b.shape]
     if len(theirs) != len(ours) or mismatch:
@@ -125,6 +129,30 @@ def load_initial_weights(model: Any, source: str) -> None:
                          "use the same model.* settings")
     model.set_weights(theirs)
     log.info("initial weights from %s", path)
+
+
+def load_encoder_weights(model: Any, source: str) -> None:
+    """Copy the encoder layers (``models.ENCODER_PREFIX``) of a saved model into ``model``, by layer name."""
+    from steel_train.models import ENCODER_PREFIX
+
+    src, path = _load_source_model(source, "fit.init_encoder")
+    ours = {layer.name: layer for layer in model.layers if layer.name.startswith(ENCODER_PREFIX)}
+    theirs = {layer.name: layer for layer in src.layers if layer.name.startswith(ENCODER_PREFIX)}
+    if not theirs:
+        raise ValueError(f"fit.init_encoder: {path}: has no seg encoder "
+                         "(train a seg model, or a cls model with model.arch=seg_encoder)")
+    if set(ours) != set(theirs):
+        missing = sorted(set(ours) ^ set(theirs))
+        raise ValueError(f"fit.init_encoder: {path}: its encoder has other stages than this config's (model.depth); "
+                         f"layers only on one side: {missing[:4]}")
+    for name, layer in ours.items():
+        weights = theirs[name].get_weights()
+        shapes = [w.shape for w in weights], [w.shape for w in layer.get_weights()]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"fit.init_encoder: {path}: layer {name} has shapes {shapes[0]}, this config's "
+                             f"{shapes[1]}; use the same model.width")
+        layer.set_weights(weights)
+    log.info("encoder weights (%d layers) from %s", len(ours), path)
 
 
 def callbacks(cfg: TrainConfig, out: Path, monitor: str | None) -> list[Any]:
@@ -220,6 +248,8 @@ def fit(
                           metrics=["accuracy"])
         if cfg.fit.init_weights:
             load_initial_weights(model, cfg.fit.init_weights)
+        if cfg.fit.init_encoder:
+            load_encoder_weights(model, cfg.fit.init_encoder)
 
     if kind == "seg":
         train_src = SegSource([seg_records[i] for i in train_idx], cfg.data.cache)

@@ -28,41 +28,55 @@ NUM_SEG_CLASSES = 4
 BN_MOMENTUM = 0.9
 
 
+# The seg encoder's layers are named ENCODER_PREFIX...: fit.init_encoder copies them by name from
+# another model that has the same encoder (e.g. a cls model with model.arch=seg_encoder trained on NEU).
+ENCODER_PREFIX = "enc_"
+
+
 def _conv_bn(x: Any, filters: int, kernel: int = 3, stride: int = 1, name: str | None = None) -> Any:
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name and f"{name}_bn")(x)
     return layers.ReLU()(x)
 
 
-def _sep_block(x: Any, filters: int, stride: int = 1) -> Any:
+def _sep_block(x: Any, filters: int, stride: int = 1, name: str | None = None) -> Any:
     """Depthwise 3x3 + pointwise 1x1, with a residual connection where shapes allow."""
+    def named(part: str) -> str | None:
+        return name and f"{name}_{part}"
+
     shortcut = x
-    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
+    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=named("dw"))(x)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=named("dw_bn"))(y)
     y = layers.ReLU()(y)
-    y = layers.Conv2D(filters, 1, use_bias=False)(y)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
+    y = layers.Conv2D(filters, 1, use_bias=False, name=named("pw"))(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=named("pw_bn"))(y)
     if stride == 1 and shortcut.shape[-1] == filters:
         y = layers.Add()([y, shortcut])
     return layers.ReLU()(y)
 
 
-def build_seg(cfg: ModelConfig) -> keras.Model:
-    """Encoder of ``depth`` stride-2 stages after a stride-2 stem; top-down decoder to 1/output_stride."""
-    image = keras.Input((None, None, 1), name="image")
+def _seg_encoder(image: Any, cfg: ModelConfig) -> tuple[Any, dict[int, Any]]:
+    """Scale, optional downsampling, stride-2 stem, ``depth`` stride-2 stages; features by stride."""
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(image)
     if cfg.input_downsample > 1:
         x = layers.AveragePooling2D(cfg.input_downsample, name="downsample")(x)
-    x = _conv_bn(x, cfg.width, stride=2, name="stem")  # 1/2
+    x = _conv_bn(x, cfg.width, stride=2, name=f"{ENCODER_PREFIX}stem")  # 1/2
     features = {2: x}
     stride = 2
-    channels = cfg.width
     for stage in range(cfg.depth):
         channels = min(cfg.width * 2 ** (stage + 1), cfg.width * 16)
         stride *= 2
-        x = _sep_block(x, channels, stride=2)
-        x = _sep_block(x, channels)
+        x = _sep_block(x, channels, stride=2, name=f"{ENCODER_PREFIX}{stage + 1}a")
+        x = _sep_block(x, channels, name=f"{ENCODER_PREFIX}{stage + 1}b")
         features[stride] = x
+    return x, features
+
+
+def build_seg(cfg: ModelConfig) -> keras.Model:
+    """Encoder of ``depth`` stride-2 stages after a stride-2 stem; top-down decoder to 1/output_stride."""
+    image = keras.Input((None, None, 1), name="image")
+    x, features = _seg_encoder(image, cfg)
+    stride = max(features)
 
     # Presence head: does each class appear anywhere in the tile? Max pooling finds a small defect
     # that average pooling would dilute.
@@ -89,12 +103,18 @@ def build_cls(cfg: ModelConfig, num_classes: int) -> keras.Model:
     One conv per stage at full input resolution keeps the fine texture that separates NEU's classes
     while costing ~80M multiply-adds at 128x128; a stride-2 stem with two convs per stage was no cheaper
     to train and stalled near 97% training accuracy.
+
+    ``model.arch=seg_encoder`` puts the seg network's encoder (same layer names) under the same head
+    instead, so real labelled images (NEU) can pre-train the seg encoder (``fit.init_encoder``).
     """
     image = keras.Input((cfg.input_height, cfg.input_width, 1), name="image")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(image)
-    for stage in range(cfg.depth):
-        x = _conv_bn(x, cfg.width * 2**stage)
-        x = layers.MaxPooling2D(2)(x)
+    if cfg.arch == "seg_encoder":
+        x, _ = _seg_encoder(image, cfg)
+    else:
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(image)
+        for stage in range(cfg.depth):
+            x = _conv_bn(x, cfg.width * 2**stage)
+            x = layers.MaxPooling2D(2)(x)
     # Average pooling describes a texture, max pooling catches one local feature (an inclusion, a pit).
     x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
     x = layers.Dropout(cfg.dropout)(x)

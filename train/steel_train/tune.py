@@ -88,14 +88,24 @@ def tune_postprocess(
     stride: int,
     defaults: Mapping[str, Sequence[float]],
     soft_gate: bool = False,
+    keys: Sequence[str] = TUNED_KEYS,
 ) -> tuple[dict[str, list[float]], list[ClassChoice]]:
     """Choose per-class parameters on (N, 4, h, w) probabilities and (N, 4) presence scores.
 
     ``true_masks`` are (4, H, W) frame-resolution masks with H = h * stride. ``defaults`` holds the
     starting per-class lists (keys ``presence_threshold``, ``pixel_threshold``, ``min_component``,
     ``min_area``); a class keeps its defaults unless the grid beats them on the tuning images.
-    Returns the chosen lists and, per class, the choice with its Dice before and after.
+    ``keys`` names the parameters searched; the others stay at their defaults (on a few dozen images,
+    fewer free parameters tune less noise in). Returns the chosen lists and, per class, the choice with
+    its Dice before and after.
     """
+    unknown = set(keys) - set(TUNED_KEYS)
+    if unknown or not keys:
+        raise ValueError(f"tuning keys must be a non-empty subset of {TUNED_KEYS}, got {list(keys)}")
+
+    def grid(key: str, values: Iterable[float], default: float) -> list[Any]:
+        return sorted({*values, default}) if key in keys else [default]
+
     n_classes = probs.shape[1]
     # Reduce each true mask to block counts as it arrives: a full-resolution (4, 256, 1600) mask per
     # validation image would need ~1.6 MB each, the int32 counts 4/stride^2 of that (6% at stride 8).
@@ -105,10 +115,10 @@ def tune_postprocess(
     for c in range(n_classes):
         d_pixel, d_presence = float(defaults["pixel_threshold"][c]), float(defaults["presence_threshold"][c])
         d_mc, d_ma = int(defaults["min_component"][c]), int(defaults["min_area"][c])
-        pixel = sorted({*PIXEL_GRID, d_pixel})
-        pres = sorted({*PRESENCE_GRID, d_presence})
-        mcs = sorted({*MIN_COMPONENT_GRID, d_mc})
-        mas = sorted({*MIN_AREA_GRID, d_ma})
+        pixel = grid("pixel_threshold", PIXEL_GRID, d_pixel)
+        pres = grid("presence_threshold", PRESENCE_GRID, d_presence)
+        mcs = grid("min_component", MIN_COMPONENT_GRID, d_mc)
+        mas = grid("min_area", MIN_AREA_GRID, d_ma)
         counts = [per_image[c] for per_image in true_counts]
         table = _class_table(probs[:, c], None if presence is None else presence[:, c], counts, stride,
                              pixel, pres, mcs, mas, soft_gate)
