@@ -7,7 +7,7 @@ bounds and descriptions. Unknown keys are rejected, so a typo never silently fal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,6 +15,9 @@ from steel_edge.configfile import load_config
 
 CONFIG_VERSION = 1
 ModelKind = Literal["seg", "cls", "baseline"]
+# The post-processing parameters tuning can search (steel_train.tune), in PostprocessParams' names.
+TunedKey = Literal["presence_threshold", "pixel_threshold", "min_component", "min_area"]
+TUNED_KEYS: tuple[TunedKey, ...] = get_args(TunedKey)
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -128,8 +131,8 @@ class PostprocessDefaults(_Strict):
     min_area: tuple[int, int, int, int] = (600, 600, 900, 2000)
     min_component: tuple[int, int, int, int] = (150, 150, 150, 150)
     tune: bool = Field(True, description="tune per-class thresholds and areas on the validation split")
-    tune_keys: list[Literal["presence_threshold", "pixel_threshold", "min_component", "min_area"]] = Field(
-        ["presence_threshold", "pixel_threshold", "min_component", "min_area"], min_length=1,
+    tune_keys: list[TunedKey] = Field(
+        default_factory=lambda: list(TUNED_KEYS), min_length=1,
         description="the parameters tuning searches; the others keep the values above (on a few dozen images, "
         "e.g. [pixel_threshold, min_area]: fewer free parameters, less noise tuned in)"
     )

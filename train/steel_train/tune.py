@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from steel_edge.postprocess import binarize, find_components, keep_components
+from steel_train.config import TUNED_KEYS
 
 PRESENCE_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PIXEL_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 MIN_COMPONENT_GRID = (0, 50, 150, 300, 600, 1000)
 MIN_AREA_GRID = (0, 300, 600, 900, 1200, 2000, 3000, 5000)
-TUNED_KEYS = ("presence_threshold", "pixel_threshold", "min_component", "min_area")
 
 
 def starting_values(defaults: Any) -> dict[str, list[float]]:
