@@ -211,3 +211,36 @@ def test_cls_fit_and_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 24 and 0.0 <= result["accuracy"] <= 1.0
     assert result["classes"] == ["horizontal", "spots", "vertical"]
+
+
+def test_soup_averages_fine_tunings(synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit.soup: several fine-tunings from one pre-trained model, differently seeded; the saved model is their mean."""
+    import keras
+
+    from steel_train import fit as fit_module
+    from steel_train.config import load_train_config
+
+    fit_module.fit([synth_dir], load_train_config("seg", None, TINY_SEG), tmp_path / "pre")
+    seen: list[list[np.ndarray]] = []
+    average = fit_module.average_weights
+
+    def spy(members: list[list[np.ndarray]]) -> list[np.ndarray]:
+        seen.extend(members)
+        return average(members)
+
+    monkeypatch.setattr(fit_module, "average_weights", spy)
+    cfg = load_train_config("seg", None, {**TINY_SEG, "fit.epochs": 2, "fit.soup": 2,
+                                          "fit.init_weights": str(tmp_path / "pre")})
+    fit_module.fit([synth_dir], cfg, tmp_path / "soup")
+    assert len(seen) == 2
+    # Each member trained on its own crops from the same start, so they differ; the model kept is their mean.
+    assert any(not np.allclose(a, b) for a, b in zip(*seen, strict=True))
+    saved = keras.models.load_model(tmp_path / "soup" / "model.keras", compile=False).get_weights()
+    for kept, a, b in zip(saved, *seen, strict=True):
+        np.testing.assert_allclose(kept, (a + b) / 2 if np.issubdtype(a.dtype, np.floating) else b, rtol=1e-6)
+    _check_run(tmp_path / "soup", "seg")
+    with (tmp_path / "soup" / "history.csv").open() as fh:
+        members = [row.split(",")[0] for row in fh.read().splitlines()[1:]]
+    assert members == ["0", "0", "1", "1"]  # both members' epochs, in one history (the plot marks the join)
+    assert not list((tmp_path / "soup").glob("history_member*.csv"))
+    assert json.loads((tmp_path / "soup" / "run.json").read_text())["soup"] == 2

@@ -119,6 +119,11 @@ class FitConfig(_Strict):
         "run folder of a seg model, or of a cls model with model.arch=seg_encoder, e.g. trained on NEU); the rest "
         "starts random; width and depth must match"
     )
+    soup: int = Field(
+        1, ge=1, le=16, description="seg: fine-tune this many times from fit.init_weights (seeds seed, seed+1, ...) "
+        "and average the weights: a uniform model soup, steadier than one fine-tuning at one model's inference cost "
+        "(training takes this many times longer)"
+    )
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None = whole data set)")
 
 
@@ -167,6 +172,11 @@ class TrainConfig(_Strict):
             raise ValueError("fit.init_encoder is for the seg model (it copies a seg encoder's weights)")
         if self.fit.init_encoder and self.fit.init_weights:
             raise ValueError("set fit.init_weights (the whole model) or fit.init_encoder (its encoder), not both")
+        if self.fit.soup > 1 and (self.model_kind != "seg" or not self.fit.init_weights):
+            # Weights average well only between fine-tunings of one pre-trained model (they stay in its basin);
+            # runs from random starts end in different basins and their average is no model at all.
+            raise ValueError(f"fit.soup={self.fit.soup} averages fine-tunings of one pre-trained model: it is for the "
+                             "seg model and needs fit.init_weights")
         return self
 
 

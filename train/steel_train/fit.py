@@ -155,21 +155,62 @@ def load_encoder_weights(model: Any, source: str) -> None:
     log.info("encoder weights (%d layers) from %s", len(ours), path)
 
 
-def callbacks(cfg: TrainConfig, out: Path, monitor: str | None) -> list[Any]:
+def callbacks(cfg: TrainConfig, out: Path, monitor: str | None, history: str = "history.csv") -> list[Any]:
     """Early stopping and checkpoints on ``monitor``; with no validation data (None) just the log and schedule."""
     import keras
 
     if monitor is None:
-        return [keras.callbacks.CSVLogger(str(out / "history.csv")), lr_callback(cfg)]
+        return [keras.callbacks.CSVLogger(str(out / history)), lr_callback(cfg)]
     mode = "max" if "accuracy" in monitor else "min"
     return [
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.fit.patience,
                                       restore_best_weights=cfg.fit.restore_best, verbose=1),
         keras.callbacks.ModelCheckpoint(str(out / "checkpoint.keras"), monitor=monitor, mode=mode,
                                         save_best_only=cfg.fit.restore_best),
-        keras.callbacks.CSVLogger(str(out / "history.csv")),
+        keras.callbacks.CSVLogger(str(out / history)),
         lr_callback(cfg),
     ]
+
+
+def compile_seg(model: Any, cfg: TrainConfig) -> None:
+    """Losses, weights and a fresh optimizer for the seg model (again before each fine-tuning of a soup)."""
+    import keras
+
+    from steel_train.losses import BceDiceLoss
+
+    model.compile(
+        optimizer=optimizer(cfg),
+        loss={"masks": BceDiceLoss(cfg.fit.dice_weight), "presence": keras.losses.BinaryCrossentropy()},
+        loss_weights={"masks": 1.0, "presence": cfg.fit.presence_weight},
+        metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy")]},
+    )
+
+
+def average_weights(members: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """The uniform soup of several models' weights: float variables averaged, any others kept from the last."""
+    if not members:
+        raise ValueError("no models to average")
+    out = []
+    for values in zip(*members, strict=True):
+        last = values[-1]
+        out.append(np.mean(values, axis=0).astype(last.dtype) if np.issubdtype(last.dtype, np.floating) else last)
+    return out
+
+
+def merge_histories(parts: Sequence[Path], out: Path) -> None:
+    """One ``history.csv`` from each soup member's, with a ``member`` column (the history plot marks the joins)."""
+    import csv
+
+    rows: list[dict[str, str]] = []
+    for member, part in enumerate(parts):
+        with part.open() as fh:
+            rows += [{"member": str(member), **row} for row in csv.DictReader(fh)]
+        part.unlink()
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="NA")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def fit(
@@ -230,16 +271,10 @@ def fit(
     strategy = make_strategy(cfg.distribute.strategy)
     with strategy.scope():
         if kind == "seg":
-            from steel_train.losses import BceDiceLoss
             from steel_train.pipeline import SegSource, seg_datasets
 
             model = build_seg(cfg.model)
-            model.compile(
-                optimizer=optimizer(cfg),
-                loss={"masks": BceDiceLoss(cfg.fit.dice_weight), "presence": keras.losses.BinaryCrossentropy()},
-                loss_weights={"masks": 1.0, "presence": cfg.fit.presence_weight},
-                metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy")]},
-            )
+            compile_seg(model, cfg)
         else:
             n = len(class_names)
             model = build_cls(cfg.model, n) if kind == "cls" else build_baseline(cfg.model, n)
@@ -254,11 +289,30 @@ def fit(
     if kind == "seg":
         train_src = SegSource([seg_records[i] for i in train_idx], cfg.data.cache)
         val_src = SegSource([seg_records[i] for i in val_idx], cfg.data.cache)
-        train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, cfg.fit.seed, cfg.fit.epochs)
-        steps = min(steps, cfg.fit.steps_per_epoch or steps)
-        history = model.fit(train_ds, validation_data=val_ds if val_idx else None, epochs=cfg.fit.epochs,
-                            steps_per_epoch=steps, callbacks=callbacks(cfg, out, "val_loss" if val_idx else None),
-                            verbose=verbose, shuffle=False)
+        soup = cfg.fit.soup
+        start_weights = model.get_weights() if soup > 1 else []
+        members, parts = [], []
+        for member in range(soup):
+            seed = cfg.fit.seed + member
+            if member:  # the next fine-tuning starts again from the pre-trained weights, with a fresh optimizer
+                seed_everything(seed)
+                model.set_weights(start_weights)
+                with strategy.scope():
+                    compile_seg(model, cfg)
+            if soup > 1:
+                log.info("soup: fine-tuning %d of %d (seed %d)", member + 1, soup, seed)
+            train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, seed, cfg.fit.epochs)
+            steps = min(steps, cfg.fit.steps_per_epoch or steps)
+            parts.append(out / (f"history_member{member}.csv" if soup > 1 else "history.csv"))
+            history = model.fit(train_ds, validation_data=val_ds if val_idx else None, epochs=cfg.fit.epochs,
+                                steps_per_epoch=steps,
+                                callbacks=callbacks(cfg, out, "val_loss" if val_idx else None, parts[-1].name),
+                                verbose=verbose, shuffle=False)
+            if soup > 1:
+                members.append(model.get_weights())
+        if soup > 1:
+            model.set_weights(average_weights(members))
+            merge_histories(parts, out / "history.csv")
     else:
         from steel_train.pipeline import cls_arrays, cls_datasets
 
@@ -305,6 +359,7 @@ def fit(
         "train_images": len(train_idx),
         "val_images": len(val_idx),
         "epochs_run": len(history.history.get("loss", [])),
+        "soup": cfg.fit.soup if kind == "seg" else 1,
         "fit_seconds": round(fit_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
         "params": int(model.count_params()),

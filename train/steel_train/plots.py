@@ -21,7 +21,11 @@ def _pyplot() -> Any:
 
 
 def history_plot(history_csv: Path, out: Path, title: str) -> None:
-    """Loss curves (train vs validation) on the left, every other metric on the right, per epoch."""
+    """Loss curves (train vs validation) on the left, every other metric on the right, per epoch.
+
+    A soup's history (a ``member`` column: several fine-tunings one after another) is drawn end to end,
+    with a dotted line where the next fine-tuning starts.
+    """
     plt = _pyplot()
     with history_csv.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -29,7 +33,8 @@ def history_plot(history_csv: Path, out: Path, title: str) -> None:
         return
     # Keras' CSVLogger writes "NA" for a metric an epoch lacks (e.g. val_* when there is no validation split).
     cols = {k: np.array([float(r[k]) if r[k] not in ("", "NA") else np.nan for r in rows])
-            for k in rows[0] if k != "epoch"}
+            for k in rows[0] if k not in ("epoch", "member")}
+    starts = [n + 1 for n in range(1, len(rows)) if rows[n].get("member") != rows[n - 1].get("member")]
     cols = {k: v for k, v in cols.items() if not np.isnan(v).all()}
     epochs = np.arange(1, len(rows) + 1)
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -40,11 +45,14 @@ def history_plot(history_csv: Path, out: Path, title: str) -> None:
         ax = ax_loss if base.endswith("loss") else ax_metric
         ax.plot(epochs, values, marker="o", markersize=3, linestyle="--" if name.startswith("val_") else "-",
                 label=name)
-    ax_loss.set(title="loss (solid: train, dashed: validation)", xlabel="epoch", ylabel="loss")
-    ax_metric.set(title="metrics (solid: train, dashed: validation)", xlabel="epoch")
+    xlabel = f"epoch ({len(starts) + 1} fine-tunings, end to end)" if starts else "epoch"
+    ax_loss.set(title="loss (solid: train, dashed: validation)", xlabel=xlabel, ylabel="loss")
+    ax_metric.set(title="metrics (solid: train, dashed: validation)", xlabel=xlabel)
     from matplotlib.ticker import MaxNLocator
 
     for ax in (ax_loss, ax_metric):
+        for start in starts:
+            ax.axvline(start - 0.5, color="grey", linestyle=":", linewidth=1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
