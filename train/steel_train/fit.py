@@ -290,7 +290,7 @@ def fit(
         train_src = SegSource([seg_records[i] for i in train_idx], cfg.data.cache)
         val_src = SegSource([seg_records[i] for i in val_idx], cfg.data.cache)
         soup = cfg.fit.soup
-        start_weights = model.get_weights() if soup > 1 else []
+        start_weights = model.get_weights()
         members, parts = [], []
         for member in range(soup):
             seed = cfg.fit.seed + member
@@ -308,8 +308,7 @@ def fit(
                                 steps_per_epoch=steps,
                                 callbacks=callbacks(cfg, out, "val_loss" if val_idx else None, parts[-1].name),
                                 verbose=verbose, shuffle=False)
-            if soup > 1:
-                members.append(model.get_weights())
+            members.append(model.get_weights())
         if soup > 1:
             model.set_weights(average_weights(members))
             merge_histories(parts, out / "history.csv")
@@ -359,7 +358,7 @@ def fit(
         "train_images": len(train_idx),
         "val_images": len(val_idx),
         "epochs_run": len(history.history.get("loss", [])),
-        "soup": cfg.fit.soup if kind == "seg" else 1,
+        "soup": cfg.fit.soup,  # 1 unless seg (config validation)
         "fit_seconds": round(fit_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
         "params": int(model.count_params()),
