@@ -50,6 +50,10 @@ def test_seg_fit_tune_evaluate(synth_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "run" / "plots" / "worst_val.png").is_file()
     result = evaluate_path(tmp_path / "run", synth_dir)
     assert result["images"] == 16 and 0.0 <= result["dice_all_empty"] <= 1.0
+    gain = result["gain_over_all_empty"]  # per image, paired with its own all-empty score
+    assert gain["images"] == 16
+    assert gain["mean"] == pytest.approx(result["dice_mean"] - result["dice_all_empty"])
+    assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
 
 
 def test_init_weights_from_a_run(synth_dir: Path, tmp_path: Path) -> None:
