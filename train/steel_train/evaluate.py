@@ -201,7 +201,7 @@ def evaluate_path(
     from steel_edge.postprocess import PostprocessParams
     from steel_train.config import ModelConfig
     from steel_train.fit import baseline_label
-    from steel_train.oof import gain_over_all_empty
+    from steel_train.oof import all_empty_per_image, gain_over_all_empty
     from steel_train.pipeline import ClsRecord, cls_arrays
 
     model_file, run, params = _resolve(Path(model_path))
@@ -245,7 +245,7 @@ def evaluate_path(
         result.update(metrics)
         # On a few dozen images a gain of a few hundredths over predicting nothing may be noise: say so.
         result["gain_over_all_empty"] = gain_over_all_empty(
-            [dice for dice, _, _ in per_image], [1.0 - len(item.classes) / 4 for _, item, _ in per_image])
+            [dice for dice, _, _ in per_image], all_empty_per_image([item for _, item, _ in per_image]))
         if out is not None:
             from steel_train import plots
 

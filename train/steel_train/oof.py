@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from steel_edge.configfile import dump_config
-from steel_edge.data.severstal import SeverstalImage
+from steel_edge.data.severstal import NUM_CLASSES, SeverstalImage
 from steel_train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ def _only(fold: dict[str, Any], sources: Sequence[int] | None) -> dict[str, Any]
 
 def _image_dice(per_image: list[tuple[float, Any, Any]]) -> list[float]:
     return [d for d, _, _ in per_image]
+
+
+def all_empty_per_image(items: Sequence[SeverstalImage]) -> list[float]:
+    """Per image, the Dice of predicting nothing: the share of its classes without a mask (no RLE decoding)."""
+    return [1.0 - len(item.classes) / NUM_CLASSES for item in items]
 
 
 def gain_over_all_empty(
@@ -139,8 +144,7 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
 
     # Nested estimate: each fold scored with parameters tuned on the other folds' predictions only.
     per_fold, nested, default_dice = [], [], []
-    # Per image, the Dice of predicting nothing: the share of its 4 classes without a mask (no RLE decoding).
-    empty = [1.0 - len(item.classes) / 4 for g in folds for item in g["items"]]
+    empty = all_empty_per_image([item for g in folds for item in g["items"]])
     for f, fold in enumerate(folds):
         batch = [(fold["items"], fold["probs"], fold["presence"])]
         d_metrics, d_per = score_seg(batch, default_params)
