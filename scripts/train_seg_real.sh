@@ -10,6 +10,7 @@
 #   3. score the final model on 200 synthetic frames no stage trained on.
 #
 #   bash scripts/train_seg_real.sh        # needs the train extra; about 35 minutes on a 2-core CPU
+#   WORK=runs/seg_real_w16 WIDTH=16 bash scripts/train_seg_real.sh   # another folder, a narrower network
 #
 # The figures to read: $WORK/run/metrics.json "per_group" (real and synthetic out-of-fold Dice with the
 # chosen post-processing), "oof" (default vs nested-tuned estimate on the real frames, all-empty per
@@ -18,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 WORK=${WORK:-runs/seg_real}
+WIDTH=${WIDTH:-32}   # the network's base width (model.width); the bundled default model is built with 16
 REAL=${STEEL_SHARED_DATA:-../shared/data}/severstal
 export TF_CPP_MIN_LOG_LEVEL=2
 train() { "$PY" -m steel_train.cli "$@"; }
@@ -28,7 +30,7 @@ train synth --out "$WORK/synth_pretrain" --images 400 --seed 11 --quiet --json >
 train synth --out "$WORK/synth_mix" --images 100 --seed 14 --quiet --json >/dev/null
 train synth --out "$WORK/synth_holdout" --images 200 --seed 13 --quiet --json >/dev/null
 
-MODEL=(--set model.input_downsample=2 --set model.width=32 --set fit.dice_weight=2.0)
+MODEL=(--set model.input_downsample=2 --set model.width="$WIDTH" --set fit.dice_weight=2.0)
 train fit --data "$WORK/synth_pretrain" --model seg --out "$WORK/pretrain" "${MODEL[@]}" \
   --epochs 30 --set fit.patience=30 >"$WORK/pretrain.log" 2>&1
 train fit --data "$WORK/synth_mix" --data "$REAL" --model seg --out "$WORK/run" "${MODEL[@]}" \

@@ -43,3 +43,27 @@ def test_bench_refuses_bad_arguments() -> None:
     with pytest.raises(SystemExit) as exc:
         bench_main(["--frames", "0"])
     assert exc.value.code == 2
+
+
+@pytest.mark.tf
+def test_keras_twin_is_the_bundled_models_architecture() -> None:
+    """Without --keras, the bench's Keras comparison builds the bundled model's architecture from the record
+    beside it (models/default_seg.json): the same convolution kernels, weight for weight in count, as the
+    ONNX graph (tf2onnx folds batch normalisation into the convolutions, so kernels are what compare)."""
+    pytest.importorskip("tensorflow")
+    import numpy as np
+    import onnx
+
+    from steel_edge.daemon import BUNDLED_MODEL
+    from steel_train.config import ModelConfig
+    from steel_train.models import build_seg
+
+    arch = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())["architecture"]
+    model = build_seg(ModelConfig(input_height=256, input_width=1600, **arch))
+    keras_kernels = sum(int(np.prod(w.shape)) for layer in model.layers if "Conv" in type(layer).__name__
+                        for w in layer.weights if "kernel" in w.path)
+    graph = onnx.load(str(BUNDLED_MODEL)).graph
+    init = {i.name: i for i in graph.initializer}
+    onnx_kernels = sum(int(np.prod(init[n.input[1]].dims)) for n in graph.node
+                       if n.op_type == "Conv" and n.input[1] in init)
+    assert keras_kernels == onnx_kernels > 0

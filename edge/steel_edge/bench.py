@@ -27,8 +27,8 @@ JPEGs on disk, about half of them defect-free, like a real line), so the ratios 
   throughput measured as for ``e2e``. This is what an operator sees on the edge box.
 - ``keras``: the same architecture through Keras ``predict`` (only where TensorFlow is installed; never on
   an edge box). The bundled ONNX model has no Keras twin on disk, so unless ``--keras`` names a trained
-  model, ``steel_train.models.build_seg`` builds the bundled model's architecture
-  (``configs/train_default_model.yaml``: width 16, depth 4, output stride 4, input downsample 2) with
+  model, ``steel_train.models.build_seg`` builds the bundled model's architecture (the ``architecture``
+  of its record ``models/default_seg.json``, written by ``scripts/build_default_model.sh``) with
   random weights: speed does not depend on the weights. TensorFlow is imported inside that function only
   (the edge package must not pull it in; ``tests/test_edge_light.py``).
 
@@ -66,8 +66,6 @@ from steel_edge.subscriber import Subscriber
 
 PROG = "steel-edge bench"
 _RECV_TIMEOUT_S = 120.0  # no event for this long means the daemon is stuck: fail rather than hang
-# The bundled model's architecture (configs/train_default_model.yaml, model section), for the Keras twin.
-_BUNDLED_ARCH = {"width": 16, "depth": 4, "output_stride": 4, "input_downsample": 2}
 
 
 class BenchError(RuntimeError):
@@ -422,8 +420,10 @@ def bench_keras(keras_model: Path | None, files: Sequence[Path], shape: tuple[in
         from steel_train.config import ModelConfig
         from steel_train.models import build_seg
 
-        model = build_seg(ModelConfig(input_height=shape[0], input_width=shape[1], **_BUNDLED_ARCH))
-        source = "build_seg(" + ", ".join(f"{k}={v}" for k, v in _BUNDLED_ARCH.items()) + "), random weights"
+        # The bundled model's architecture, from the record its build script writes beside it.
+        arch = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())["architecture"]
+        model = build_seg(ModelConfig(input_height=shape[0], input_width=shape[1], **arch))
+        source = "build_seg(" + ", ".join(f"{k}={v}" for k, v in arch.items()) + "), random weights"
     x = _decode(files, shape).astype(np.float32)[..., None]
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm-up: tracing and graph building
     t0 = time.perf_counter()
