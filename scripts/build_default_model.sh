@@ -30,21 +30,23 @@ fi
 
 WORK="$WORK" WIDTH="$WIDTH" STEEL_SHARED_DATA="$SHARED" PYTHON="$PY" bash scripts/train_seg_real.sh
 "$PY" -m steel_export.cli --model "$WORK/run" --out "$OUT" --json > "$WORK/export.json"
-"$PY" - "$WORK" "$OUT" "$WIDTH" <<'EOF'
+"$PY" - "$WORK" "$OUT" <<'EOF'
 import hashlib, json, sys
 from pathlib import Path
-work, onnx, width = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+import yaml
+work, onnx = Path(sys.argv[1]), Path(sys.argv[2])
 report = json.loads((work / "export.json").read_text())
 metrics = json.loads((work / "run" / "metrics.json").read_text())
 run = json.loads((work / "run" / "run.json").read_text())
 pre = json.loads((work / "pretrain" / "metrics.json").read_text())
 hold = json.loads((work / "synthetic_holdout.json").read_text())
 oof = metrics["oof"]
+model_cfg = yaml.safe_load((work / "run" / "config.yaml").read_text())["model"]  # the run's resolved config
 record = {
     "file": onnx.name,
     "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(),
     "bytes": onnx.stat().st_size,
-    "architecture": {"width": width, "depth": 4, "output_stride": 4, "input_downsample": 2},
+    "architecture": {k: model_cfg[k] for k in ("width", "depth", "output_stride", "input_downsample")},
     "data_fingerprint": run["data_fingerprint"],
     "code_version": run["code_version"],
     "recipe": "scripts/train_seg_real.sh",

@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 WORK=${WORK:-runs/seg_real}
-WIDTH=${WIDTH:-32}   # the network's base width (model.width); the bundled default model is built with 16
+WIDTH=${WIDTH:-32}   # the network's base width (model.width); scripts/build_default_model.sh passes its own
 REAL=${STEEL_SHARED_DATA:-../shared/data}/severstal
 export TF_CPP_MIN_LOG_LEVEL=2
 train() { "$PY" -m steel_train.cli "$@"; }
