@@ -59,6 +59,6 @@ record = {
     "parity": {k: report["parity"][k] for k in ("images", "real_images", "max_abs_diff", "postprocessed_dice")},
     "rebuild": "bash scripts/build_default_model.sh",
 }
-Path(str(onnx).removesuffix(".onnx") + ".json").write_text(json.dumps(record, indent=2) + "\n")
+onnx.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
 print(json.dumps(record, indent=2))
 EOF

@@ -54,12 +54,10 @@ def test_keras_twin_is_the_bundled_models_architecture() -> None:
     import numpy as np
     import onnx
 
+    from steel_edge.bench import bundled_keras_twin
     from steel_edge.daemon import BUNDLED_MODEL
-    from steel_train.config import ModelConfig
-    from steel_train.models import build_seg
 
-    arch = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())["architecture"]
-    model = build_seg(ModelConfig(input_height=256, input_width=1600, **arch))
+    model, _ = bundled_keras_twin((256, 1600))
     keras_kernels = sum(int(np.prod(w.shape)) for layer in model.layers if "Conv" in type(layer).__name__
                         for w in layer.weights if "kernel" in w.path)
     graph = onnx.load(str(BUNDLED_MODEL)).graph

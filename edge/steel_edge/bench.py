@@ -404,6 +404,17 @@ def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
+def bundled_keras_twin(shape: tuple[int, int]) -> tuple[Any, str]:
+    """The bundled model's architecture as a Keras model with random weights (speed does not depend on them),
+    read from the record its build script writes beside it; and a description. Needs TensorFlow."""
+    from steel_train.config import ModelConfig
+    from steel_train.models import build_seg
+
+    arch = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())["architecture"]
+    model = build_seg(ModelConfig(input_height=shape[0], input_width=shape[1], **arch))
+    return model, "build_seg(" + ", ".join(f"{k}={v}" for k, v in arch.items()) + "), random weights"
+
+
 def bench_keras(keras_model: Path | None, files: Sequence[Path], shape: tuple[int, int], batch_size: int,
                 threads: int) -> dict[str, Any]:
     """Keras ``predict`` on the same frames, batch size and thread count. TensorFlow is imported here only."""
@@ -417,13 +428,7 @@ def bench_keras(keras_model: Path | None, files: Sequence[Path], shape: tuple[in
         model = keras.saving.load_model(path, compile=False)
         source = str(path)
     else:
-        from steel_train.config import ModelConfig
-        from steel_train.models import build_seg
-
-        # The bundled model's architecture, from the record its build script writes beside it.
-        arch = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())["architecture"]
-        model = build_seg(ModelConfig(input_height=shape[0], input_width=shape[1], **arch))
-        source = "build_seg(" + ", ".join(f"{k}={v}" for k, v in arch.items()) + "), random weights"
+        model, source = bundled_keras_twin(shape)
     x = _decode(files, shape).astype(np.float32)[..., None]
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm-up: tracing and graph building
     t0 = time.perf_counter()
