@@ -10,7 +10,7 @@ import pytest
 
 from steel_edge.data.rle import HEIGHT, WIDTH, encode
 from steel_train.config import DataConfig
-from steel_train.pipeline import DefectBank, SegRecord, SegSource, seg_train_sample
+from steel_train.pipeline import DefectBank, SegRecord, SegSource, erase_defect, seg_train_sample
 
 
 def _record(tmp: Path, name: str, level: int, boxes: dict[int, tuple[int, int, int, int]], folder: int = 0,
@@ -102,3 +102,41 @@ def test_train_sample_with_copy_paste(tmp_path: Path, copy_paste: float) -> None
 def test_copy_paste_is_validated() -> None:
     with pytest.raises(ValueError, match="copy_paste"):
         DataConfig(copy_paste=1.5)
+
+
+def test_erase_covers_one_defect_with_strip_from_the_same_rows(tmp_path: Path) -> None:
+    rec = _record(tmp_path, "a", 100, {3: (100, 50, 40, 30), 4: (300, 120, 30, 40)}, texture=40)
+    image, labels = SegSource([rec], cache=True).get(0)
+    crop, crop_labels = image[:, :512].astype(np.float32), labels[:, :512]
+    before = (crop.copy(), crop_labels.copy())
+    erased = set()
+    for seed in range(6):
+        out, out_labels = erase_defect(crop, crop_labels, np.random.default_rng(seed))
+        np.testing.assert_array_equal(crop, before[0])  # the cached frame is untouched
+        np.testing.assert_array_equal(crop_labels, before[1])
+        gone = [c for c in (3, 4) if not (out_labels == c).any()]
+        assert len(gone) == 1 and (out_labels == ({3, 4} - set(gone)).pop()).sum() in (40 * 30, 30 * 40)
+        erased.add(gone[0])
+        # Where the defect was is now plain strip at its level; away from the cover nothing changed.
+        box = {3: (slice(50, 80), slice(100, 140)), 4: (slice(120, 160), slice(300, 330))}[gone[0]]
+        assert abs(float(out[box].mean()) - 100) < 5 and float(out[box].std()) < 5
+        near = np.zeros(crop.shape, bool)
+        near[box[0].start - 8:box[0].stop + 8, box[1].start - 8:box[1].stop + 8] = True
+        np.testing.assert_array_equal(out[~near], crop[~near])
+    assert erased == {3, 4}  # either defect may be the one covered
+
+
+def test_erase_leaves_a_crop_whose_defect_spans_it(tmp_path: Path) -> None:
+    rec = _record(tmp_path, "a", 100, {3: (0, 0, 512, 60)})
+    image, labels = SegSource([rec], cache=True).get(0)
+    crop, crop_labels = image[:, :512].astype(np.float32), labels[:, :512]
+    out, out_labels = erase_defect(crop, crop_labels, np.random.default_rng(0))
+    assert out is crop and out_labels is crop_labels
+    data = DataConfig(erase_defects=1.0, crop_width=WIDTH)  # the whole frame: the defect is in the crop
+    rec = _record(tmp_path, "b", 100, {4: (100, 50, 60, 60)})
+    _, masks, presence = seg_train_sample(SegSource([rec], cache=True), 0, 7, data, 8)
+    assert presence.tolist() == [0, 0, 0, 0] and masks.sum() == 0
+    _, masks, presence = seg_train_sample(SegSource([rec], cache=True), 0, 7, DataConfig(crop_width=WIDTH), 8)
+    assert presence.tolist() == [0, 0, 0, 1] and masks.sum() > 0
+    with pytest.raises(ValueError, match="erase_defects"):
+        DataConfig(erase_defects=-0.1)

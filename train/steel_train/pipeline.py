@@ -158,6 +158,40 @@ class DefectBank:
         return image, labels
 
 
+def erase_defect(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, margin: int = 8) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """``image`` (float32) and ``labels`` of a crop with one labelled defect covered by defect-free strip.
+
+    The cover is a window of the same rows from elsewhere in the crop with no label in those rows, shifted to
+    the defect's background level and feathered over ``margin`` pixels; every label under the cover is
+    cleared. A crop with no such window (its defects span it) is returned unchanged.
+    """
+    n, _, stats, _ = cv2.connectedComponentsWithStats((labels > 0).astype(np.uint8), connectivity=8)
+    big = [j for j in range(1, n) if stats[j, cv2.CC_STAT_AREA] >= DefectBank.MIN_PIXELS]
+    if not big:
+        return image, labels
+    x, y, w, h = (int(v) for v in stats[big[int(rng.integers(len(big)))], :4])
+    height, width = labels.shape
+    x0, x1, y0, y1 = max(0, x - margin), min(width, x + w + margin), max(0, y - margin), min(height, y + h + margin)
+    bw = x1 - x0
+    free = ~labels[y0:y1].any(axis=0)
+    starts = np.flatnonzero(np.convolve(free.astype(np.int64), np.ones(bw, np.int64), "valid") == bw)
+    on_strip = [s for s in starts if np.mean(image[y0:y1, s:s + bw] < DefectBank.OFF_STRIP) < 0.1]
+    if not on_strip:
+        return image, labels
+    s = int(on_strip[int(rng.integers(len(on_strip)))])
+    patch, target = image[y0:y1, s:s + bw], image[y0:y1, x0:x1]
+    box = np.zeros(labels.shape, np.float32)
+    box[max(0, y - margin // 2):y + h + margin // 2, max(0, x - margin // 2):x + w + margin // 2] = 1.0
+    alpha = cv2.GaussianBlur(box, (2 * (margin // 2) + 1, 2 * (margin // 2) + 1), 0)[y0:y1, x0:x1]
+    image, labels = image.copy(), labels.copy()
+    shift = float(np.median(target)) - float(np.median(patch))
+    image[y0:y1, x0:x1] = np.clip(alpha * (patch + shift) + (1 - alpha) * target, 0, 255)
+    labels[y0:y1, x0:x1][alpha >= 0.5] = 0
+    return image, labels
+
+
 def repeat_factors(records: Sequence[SegRecord], cfg: DataConfig) -> np.ndarray:
     """Expected appearances per epoch of each image: rare-class boost times its source's weight."""
     weights = cfg.source_weights
@@ -238,6 +272,8 @@ def seg_train_sample(
     y0 = int(rng.integers(0, image.shape[0] - crop_h + 1))
     x0 = choose_crop(labels[y0:y0 + crop_h], crop_w, data.defect_crop_bias, rng)
     img, lab = image[y0:y0 + crop_h, x0:x0 + crop_w].astype(np.float32), labels[y0:y0 + crop_h, x0:x0 + crop_w]
+    if data.erase_defects and rng.random() < data.erase_defects:
+        img, lab = erase_defect(img, lab, rng)
     if bank is not None and rng.random() < data.copy_paste:
         img, lab = bank.paste(img, lab, index, rng)
     img, lab = augment_pair(img, lab, data.augment, rng)
