@@ -111,13 +111,3 @@ def test_kfold_of_one_folder_ignores_other_folders() -> None:
         _, alone = kfold_split(real, 3, fold, seed=0)
         _, mixed = kfold_split(synth + real, 3, fold, seed=0)
         assert [i - len(synth) for i in mixed if i >= len(synth)] == alone
-
-
-def test_freeze_encoder_config_rules() -> None:
-    assert load_train_config("seg", None, {"fit.freeze_encoder": 5}).fit.freeze_encoder_epochs is None
-    with pytest.raises(ConfigError, match="model.depth \\+ 1 = 5 blocks"):
-        load_train_config("seg", None, {"fit.freeze_encoder": 6})
-    with pytest.raises(ConfigError, match="is for the seg model"):
-        load_train_config("cls", None, {"fit.freeze_encoder": 1})
-    with pytest.raises(ConfigError, match="set fit.freeze_encoder too"):
-        load_train_config("seg", None, {"fit.freeze_encoder_epochs": 3})

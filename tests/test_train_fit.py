@@ -248,38 +248,3 @@ def test_soup_averages_fine_tunings(synth_dir: Path, tmp_path: Path, monkeypatch
     assert members == ["0", "0", "1", "1"]  # both members' epochs, in one history (the plot marks the join)
     assert not list((tmp_path / "soup").glob("history_member*.csv"))
     assert json.loads((tmp_path / "soup" / "run.json").read_text())["soup"] == 2
-
-
-def test_freeze_encoder_keeps_the_first_blocks_fixed(synth_dir: Path, tmp_path: Path) -> None:
-    """fit.freeze_encoder: the stem and stage 1 keep the pre-trained weights (batch-norm statistics too), the
-    rest trains; with fit.freeze_encoder_epochs they train again from that epoch, in one history.csv."""
-    import keras
-
-    from steel_train.config import load_train_config
-    from steel_train.fit import encoder_block, fit
-
-    fit([synth_dir], load_train_config("seg", None, TINY_SEG), tmp_path / "pre")
-
-    def weights(run: str) -> dict[str, list[np.ndarray]]:
-        model = keras.models.load_model(tmp_path / run / "model.keras", compile=False)
-        return {layer.name: layer.get_weights() for layer in model.layers if layer.get_weights()}
-
-    def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-        return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-
-    pre = weights("pre")
-    assert [encoder_block(n) for n in ("enc_stem", "enc_stem_bn", "enc_1a_dw", "enc_2b_pw_bn", "presence")] == [
-        0, 0, 1, 2, None]
-    frozen = {n for n in pre if encoder_block(n) in (0, 1)}
-    assert len(frozen) == 2 + 8  # stem conv + BN; stage 1's two blocks of dw, dw_bn, pw, pw_bn
-    tuned = {**TINY_SEG, "fit.init_weights": str(tmp_path / "pre"), "fit.freeze_encoder": 2, "fit.epochs": 2}
-    fit([synth_dir], load_train_config("seg", None, tuned), tmp_path / "fixed")
-    fixed = weights("fixed")
-    assert all(same(pre[n], fixed[n]) for n in frozen)
-    assert not same(pre["enc_2a_pw"], fixed["enc_2a_pw"]) and not same(pre["masks"], fixed["masks"])
-
-    fit([synth_dir], load_train_config("seg", None, {**tuned, "fit.freeze_encoder_epochs": 1}), tmp_path / "lpft")
-    assert not any(same(pre[n], weights("lpft")[n]) for n in ("enc_stem", "enc_1a_pw"))
-    rows = (tmp_path / "lpft" / "history.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
-

@@ -129,15 +129,6 @@ class FitConfig(_Strict):
         "and average the weights: a uniform model soup, steadier than one fine-tuning at one model's inference cost "
         "(training takes this many times longer)"
     )
-    freeze_encoder: int = Field(
-        0, ge=0, le=7, description="seg: keep this many encoder blocks from the input side fixed during the fit (1 = "
-        "the stem, 2 = stem and stage 1, ... model.depth + 1 = the whole encoder; their batch norms then use their "
-        "stored statistics), e.g. to fine-tune a pre-trained model on few real frames without reshaping its features"
-    )
-    freeze_encoder_epochs: int | None = Field(
-        None, ge=1, description="seg: with fit.freeze_encoder, train the frozen blocks again from this epoch on "
-        "(heads first, then everything: linear probing then fine-tuning); None keeps them fixed for the whole fit"
-    )
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None = whole data set)")
 
 
@@ -184,14 +175,6 @@ class TrainConfig(_Strict):
             raise ValueError(f"model.arch={self.model.arch} is for the cls model (the seg model has that encoder)")
         if self.fit.init_encoder and self.model_kind != "seg":
             raise ValueError("fit.init_encoder is for the seg model (it copies a seg encoder's weights)")
-        if self.fit.freeze_encoder and self.model_kind != "seg":
-            raise ValueError("fit.freeze_encoder is for the seg model (it freezes the seg encoder's blocks)")
-        if self.fit.freeze_encoder > self.model.depth + 1:
-            raise ValueError(f"fit.freeze_encoder={self.fit.freeze_encoder}: the encoder has model.depth + 1 = "
-                             f"{self.model.depth + 1} blocks (the stem and {self.model.depth} stages)")
-        if self.fit.freeze_encoder_epochs is not None and not self.fit.freeze_encoder:
-            raise ValueError("fit.freeze_encoder_epochs says when to unfreeze fit.freeze_encoder's blocks; "
-                             "set fit.freeze_encoder too")
         if self.fit.init_encoder and self.fit.init_weights:
             raise ValueError("set fit.init_weights (the whole model) or fit.init_encoder (its encoder), not both")
         if self.fit.soup > 1 and (self.model_kind != "seg" or not self.fit.init_weights):

@@ -155,34 +155,6 @@ def load_encoder_weights(model: Any, source: str) -> None:
     log.info("encoder weights (%d layers) from %s", len(ours), path)
 
 
-def encoder_block(layer_name: str) -> int | None:
-    """Which encoder block a layer belongs to: 0 for the stem, k for stage k, None outside the encoder."""
-    from steel_train.models import ENCODER_PREFIX
-
-    if not layer_name.startswith(ENCODER_PREFIX):
-        return None
-    rest = layer_name[len(ENCODER_PREFIX):]
-    if rest.startswith("stem"):
-        return 0
-    digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
-    return int(digits) if digits else None
-
-
-def freeze_encoder(model: Any, blocks: int, frozen: bool = True) -> int:
-    """Make the first ``blocks`` encoder blocks (the stem, then stage 1, 2, ...) untrainable, or trainable again
-    (``frozen=False``); returns the number of layers changed.
-
-    Compile afterwards: Keras reads ``trainable`` when it builds the train step.
-    """
-    changed = 0
-    for layer in model.layers:
-        block = encoder_block(layer.name)
-        if block is not None and block < blocks:
-            layer.trainable = not frozen
-            changed += 1
-    return changed
-
-
 def callbacks(cfg: TrainConfig, out: Path, monitor: str | None, history: str = "history.csv") -> list[Any]:
     """Early stopping and checkpoints on ``monitor``; with no validation data (None) just the log and schedule."""
     import keras
@@ -319,38 +291,23 @@ def fit(
         val_src = SegSource([seg_records[i] for i in val_idx], cfg.data.cache)
         soup = cfg.fit.soup
         start_weights = model.get_weights()
-        # fit.freeze_encoder: the first blocks stay fixed for fit.freeze_encoder_epochs (None: the whole fit),
-        # then the rest of the epochs train everything with a fresh optimizer.
-        blocks, unfreeze_at = cfg.fit.freeze_encoder, cfg.fit.freeze_encoder_epochs
-        phases = [(0, cfg.fit.epochs)]
-        if blocks and unfreeze_at is not None and unfreeze_at < cfg.fit.epochs:
-            phases = [(0, unfreeze_at), (unfreeze_at, cfg.fit.epochs)]
         members, parts = [], []
         for member in range(soup):
             seed = cfg.fit.seed + member
             if member:  # the next fine-tuning starts again from the pre-trained weights, with a fresh optimizer
                 seed_everything(seed)
                 model.set_weights(start_weights)
+                with strategy.scope():
+                    compile_seg(model, cfg)
             if soup > 1:
                 log.info("soup: fine-tuning %d of %d (seed %d)", member + 1, soup, seed)
             train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, seed, cfg.fit.epochs)
             steps = min(steps, cfg.fit.steps_per_epoch or steps)
             parts.append(out / (f"history_member{member}.csv" if soup > 1 else "history.csv"))
-            member_callbacks = callbacks(cfg, out, "val_loss" if val_idx else None, parts[-1].name)
-            for phase, (first, last) in enumerate(phases):
-                if blocks:
-                    changed = freeze_encoder(model, blocks, frozen=phase == 0)
-                    log.info("encoder: %d blocks (%d layers) %s from epoch %d", blocks, changed,
-                             "kept fixed" if phase == 0 else "trainable again", first + 1)
-                if member or blocks:
-                    with strategy.scope():
-                        compile_seg(model, cfg)
-                for callback in member_callbacks:  # one history.csv across the phases
-                    if isinstance(callback, keras.callbacks.CSVLogger):
-                        callback.append = phase > 0
-                history = model.fit(train_ds, validation_data=val_ds if val_idx else None, epochs=last,
-                                    initial_epoch=first, steps_per_epoch=steps, callbacks=member_callbacks,
-                                    verbose=verbose, shuffle=False)
+            history = model.fit(train_ds, validation_data=val_ds if val_idx else None, epochs=cfg.fit.epochs,
+                                steps_per_epoch=steps,
+                                callbacks=callbacks(cfg, out, "val_loss" if val_idx else None, parts[-1].name),
+                                verbose=verbose, shuffle=False)
             members.append(model.get_weights())
         if soup > 1:
             model.set_weights(average_weights(members))
