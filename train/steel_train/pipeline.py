@@ -91,6 +91,23 @@ class Defect:
     box: tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
+OFF_STRIP = 20  # gray level under which a pixel is the dark background beyond the strip's edge
+
+
+def _on_strip(region: np.ndarray) -> bool:
+    """Mostly strip, not the dark background beyond its edge (where nothing is pasted or copied from)."""
+    return bool(np.mean(region < OFF_STRIP) < 0.1)
+
+
+def _blend(patch: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``patch`` shifted to ``target``'s level and blended over it with ``alpha`` (1 = patch), clipped to 0..255.
+
+    The labels are coarse polygons, mostly background inside: a region's median is its background level.
+    """
+    shift = float(np.median(target)) - float(np.median(patch))
+    return np.clip(alpha * (patch + shift) + (1 - alpha) * target, 0, 255)
+
+
 class DefectBank:
     """The labelled defects of the training images, for copy-paste augmentation (``data.copy_paste``).
 
@@ -101,7 +118,6 @@ class DefectBank:
     """
 
     MIN_PIXELS = 64  # smaller components are RLE crumbs, not defects worth moving
-    OFF_STRIP = 20  # gray level under which a pixel is the dark background beyond the strip's edge
 
     def __init__(self, source: SegSource) -> None:
         self.source = source
@@ -145,15 +161,13 @@ class DefectBank:
         for _ in range(4):  # onto the strip: not into the black beyond its edge
             ty, tx = int(rng.integers(0, image.shape[0] - ph + 1)), int(rng.integers(0, image.shape[1] - pw + 1))
             target = image[ty:ty + ph, tx:tx + pw]
-            if np.mean(target < self.OFF_STRIP) < 0.1:
+            if _on_strip(target):
                 break
         else:
             return image, labels
-        # The labels are coarse polygons, mostly background inside: the patch's median is its background level.
-        shift = float(np.median(target)) - float(np.median(patch))
         alpha = np.maximum(cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 0), mask)
         image, labels = image.copy(), labels.copy()
-        image[ty:ty + ph, tx:tx + pw] = np.clip(alpha * (patch + shift) + (1 - alpha) * target, 0, 255)
+        image[ty:ty + ph, tx:tx + pw] = _blend(patch, target, alpha)
         labels[ty:ty + ph, tx:tx + pw][mask] = d.class_id
         return image, labels
 
@@ -177,7 +191,7 @@ def erase_defect(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     bw = x1 - x0
     free = ~labels[y0:y1].any(axis=0)
     starts = np.flatnonzero(np.convolve(free.astype(np.int64), np.ones(bw, np.int64), "valid") == bw)
-    on_strip = [s for s in starts if np.mean(image[y0:y1, s:s + bw] < DefectBank.OFF_STRIP) < 0.1]
+    on_strip = [s for s in starts if _on_strip(image[y0:y1, s:s + bw])]
     if not on_strip:
         return image, labels
     s = int(on_strip[int(rng.integers(len(on_strip)))])
@@ -186,8 +200,7 @@ def erase_defect(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     box[max(0, y - margin // 2):y + h + margin // 2, max(0, x - margin // 2):x + w + margin // 2] = 1.0
     alpha = cv2.GaussianBlur(box, (2 * (margin // 2) + 1, 2 * (margin // 2) + 1), 0)[y0:y1, x0:x1]
     image, labels = image.copy(), labels.copy()
-    shift = float(np.median(target)) - float(np.median(patch))
-    image[y0:y1, x0:x1] = np.clip(alpha * (patch + shift) + (1 - alpha) * target, 0, 255)
+    image[y0:y1, x0:x1] = _blend(patch, target, alpha)
     labels[y0:y1, x0:x1][alpha >= 0.5] = 0
     return image, labels
 
@@ -272,7 +285,7 @@ def seg_train_sample(
     y0 = int(rng.integers(0, image.shape[0] - crop_h + 1))
     x0 = choose_crop(labels[y0:y0 + crop_h], crop_w, data.defect_crop_bias, rng)
     img, lab = image[y0:y0 + crop_h, x0:x0 + crop_w].astype(np.float32), labels[y0:y0 + crop_h, x0:x0 + crop_w]
-    if data.erase_defects and rng.random() < data.erase_defects:
+    if data.erase_defects and rng.random() < data.erase_defects:  # no draw when off: other crops stay as they were
         img, lab = erase_defect(img, lab, rng)
     if bank is not None and rng.random() < data.copy_paste:
         img, lab = bank.paste(img, lab, index, rng)
