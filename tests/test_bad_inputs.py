@@ -27,7 +27,7 @@ from steel_edge.data import imageio
 from steel_edge.data.imageio import ImageReadError, ImageTooLarge, decode_gray, display_path, read_gray
 from steel_edge.data.synth import generate
 from steel_edge.events import DefectEvent, ErrorEvent, StatusEvent
-from steel_edge.sources.base import EndOfStream, FrameError
+from steel_edge.sources.base import EndOfStream, FrameError, SourceError
 from steel_edge.sources.folder import FolderSource
 
 H, W = 256, 1600
@@ -282,6 +282,18 @@ def test_ledger_keeps_a_non_utf8_name_exactly(tmp_path: Path) -> None:
     with pytest.raises(EndOfStream):
         again.read(0.5)
     again.close()
+
+
+def test_an_unwritable_ledger_place_is_a_source_error_that_names_it_and_the_fix(tmp_path: Path) -> None:
+    """A read-only archive keeps the ledger's default home (DIR/.steel-edge) unwritable; the user learns where
+    and what to set, not a bare errno. A file in the way fails the same mkdir, also for root."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder, "a.png", _encode(".png", _frame(0)))
+    (tmp_path / "blocked").write_text("not a folder")
+    src = _source(folder, tmp_path / "blocked" / "state")
+    with pytest.raises(SourceError, match=r"blocked/state/processed\.log.*set folder\.state_dir to a writable"):
+        src.open()
 
 
 # -- imageio -------------------------------------------------------------------------------------------

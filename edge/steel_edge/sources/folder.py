@@ -155,7 +155,11 @@ class FolderSource:
     def open(self) -> None:
         if not self.root.is_dir():
             raise SourceError(f"{self.spec}: folder {self.root} does not exist")
-        self.ledger.load()
+        try:
+            self.ledger.load()
+        except OSError as err:  # e.g. a read-only archive: the ledger's default home is inside it
+            raise SourceError(f"{self.spec}: cannot keep the processed-file ledger at {self.ledger.path} "
+                              f"({err.strerror or err}); set folder.state_dir to a writable folder") from err
         self._opened = True
         if self.batch:
             self._queue = [k for k in self._scan_keys() if k not in self.ledger.done]
