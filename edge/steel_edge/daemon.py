@@ -260,7 +260,7 @@ class Daemon:
                         continue
                     except (SourceError, OSError) as err:
                         self.fatal = True
-                        self._post(_Error("source", f"{self.source.spec}: {err}", fatal=True))
+                        self._post(_Error("source", self._source_message(err), fatal=True))
                         return
                     opened = True
                     if attempts:
@@ -322,6 +322,11 @@ class Daemon:
             except Closed:
                 return False
 
+    def _source_message(self, err: Exception) -> str:
+        """The error, led by the source's spec once (sources' own errors already start with it)."""
+        message = str(err)
+        return message if message.startswith(self.source.spec) else f"{self.source.spec}: {message}"
+
     def _lost(self, err: Exception, attempts: int, backoff: float) -> bool:
         """A lost live source: announce, wait ``backoff``; False when it is time to give up."""
         log.warning("%s: source lost (%s); reconnect attempt %d in %.1f s", self.source.spec, err, attempts, backoff)
@@ -330,7 +335,7 @@ class Daemon:
         limit = self.cfg.reconnect.max_attempts
         if not self.source.live or (limit and attempts > limit):
             self.fatal = True
-            self._post(_Error("source", f"{self.source.spec}: {err}", fatal=True))
+            self._post(_Error("source", self._source_message(err), fatal=True))
             return False
         return not self.stop_event.wait(backoff)
 
