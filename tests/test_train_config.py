@@ -111,3 +111,15 @@ def test_kfold_of_one_folder_ignores_other_folders() -> None:
         _, alone = kfold_split(real, 3, fold, seed=0)
         _, mixed = kfold_split(synth + real, 3, fold, seed=0)
         assert [i - len(synth) for i in mixed if i >= len(synth)] == alone
+
+
+def test_seg_sizes_must_halve_exactly_through_the_network() -> None:
+    """Pooled by 4 with 4 stages, a 1600-wide tile would reach an odd width and the decoder's skip additions
+    would fail at the first full-size validation frame; the config says so before anything trains."""
+    with pytest.raises(ConfigError, match=r"model\.input_width=1600 not a multiple of 128"):
+        load_train_config("seg", None, {"model.input_downsample": 4})
+    with pytest.raises(ConfigError, match=r"data\.crop_width=300 not a multiple of 64"):
+        load_train_config("seg", None, {"model.input_downsample": 2, "data.crop_width": 300})
+    ok = load_train_config("seg", None, {"model.input_downsample": 4, "model.depth": 3})
+    assert ok.model.input_width % (4 * 2**4) == 0
+    load_train_config("cls", None, {"model.input_width": 200, "model.input_height": 200})  # global pooling: any size

@@ -90,7 +90,8 @@ class ModelConfig(_Strict):
         4, description="seg: masks come out at 1/output_stride of the network's input"
     )
     input_downsample: int = Field(
-        1, ge=1, le=4, description="seg: average-pool the tile by this factor first (the labels are coarse polygons)"
+        1, ge=1, le=4, description="seg: average-pool the tile by this factor first (the labels are coarse polygons); "
+        "tile and crop sizes must be multiples of input_downsample x 2^(depth+1)"
     )
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier / presence head")
     arch: Literal["plain", "seg_encoder"] = Field(
@@ -182,6 +183,19 @@ class TrainConfig(_Strict):
             # runs from random starts end in different basins and their average is no model at all.
             raise ValueError(f"fit.soup={self.fit.soup} averages fine-tunings of one pre-trained model: it is for the "
                              "seg model and needs fit.init_weights")
+        if self.model_kind == "seg":
+            # The decoder adds each encoder stage's features to the upsampled deeper ones, so every stage must
+            # halve the size exactly: pooling by input_downsample, then a stride-2 stem and depth stride-2 stages.
+            step = self.model.input_downsample * 2 ** (self.model.depth + 1)
+            sizes = {"model.input_height": self.model.input_height, "model.input_width": self.model.input_width,
+                     "data.crop_height": self.data.crop_height, "data.crop_width": self.data.crop_width}
+            bad = [f"{key}={size}" for key, size in sizes.items() if size % step]
+            if bad:
+                raise ValueError(
+                    f"{', '.join(bad)} not a multiple of {step} (model.input_downsample={self.model.input_downsample}"
+                    f" x 2^(model.depth={self.model.depth} + 1)): the seg network halves the size "
+                    f"{self.model.depth + 1} times after pooling and adds the stages back together; lower "
+                    "model.depth or model.input_downsample, or pick sizes that divide")
         return self
 
 
