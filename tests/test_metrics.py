@@ -45,6 +45,12 @@ def test_kaggle_mean_over_image_class_pairs() -> None:
     assert r["precision_per_class"]["1"] == 0.0 and r["recall_per_class"]["1"] is None
     assert r["precision_per_class"]["3"] == 1.0 and r["recall_per_class"]["3"] == 1.0
     assert r["support_per_class"] == {"1": 0, "2": 0, "3": 1, "4": 0}
+    # The protocol's two halves: mask quality where a defect is, and empty pairs left empty (7 empty pairs, 1 hit)
+    assert r["dice_defective_pairs"] == pytest.approx(2 / 3)
+    assert r["dice_defective_per_class"] == {"1": None, "2": None, "3": pytest.approx(2 / 3), "4": None}
+    assert r["empty_pairs_predicted_empty"] == pytest.approx(6 / 7)
+    assert r["empty_pairs_predicted_empty_per_class"]["1"] == 0.5
+    assert r["empty_pairs_predicted_empty_per_class"]["2"] == 1.0
 
 
 def test_dice_per_class_matches_scalar() -> None:

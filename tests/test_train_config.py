@@ -123,3 +123,23 @@ def test_seg_sizes_must_halve_exactly_through_the_network() -> None:
     ok = load_train_config("seg", None, {"model.input_downsample": 4, "model.depth": 3})
     assert ok.model.input_width % (4 * 2**4) == 0
     load_train_config("cls", None, {"model.input_width": 200, "model.input_height": 200})  # global pooling: any size
+
+
+def test_test_split_is_fixed_by_folder_name_and_class_set() -> None:
+    """The protocol's test set: the same frames wherever the folder lives and whatever other folders join."""
+    from steel_train.split import test_split
+
+    strata = [(3,)] * 40 + [(1,)] * 10 + [()] * 10
+    kept, test = test_split(["more"] * 60, strata, 0.2, 0)
+    assert len(test) == 12 and sorted(kept + test) == list(range(60))
+    assert sum(strata[i] == (1,) for i in test) == 2  # stratified: 20% of each class set
+    # Another folder in front shifts the indices, not the choice.
+    _, test2 = test_split(["other"] * 5 + ["more"] * 60, [(3,)] * 5 + strata, 0.2, 0)
+    assert [i - 5 for i in test2 if i >= 5] == test
+    assert test_split(["more"] * 60, strata, 0.2, 1)[1] != test  # another seed, another protocol
+    assert test_split(["more"] * 60, strata, 0.0, 0) == (list(range(60)), [])
+
+
+def test_test_split_and_out_of_fold_are_exclusive() -> None:
+    with pytest.raises(ConfigError, match="test_fraction"):
+        load_train_config("seg", None, {"data.test_fraction": 0.2, "data.oof_folds": 3})

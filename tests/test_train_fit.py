@@ -248,3 +248,82 @@ def test_soup_averages_fine_tunings(synth_dir: Path, tmp_path: Path, monkeypatch
     assert members == ["0", "0", "1", "1"]  # both members' epochs, in one history (the plot marks the join)
     assert not list((tmp_path / "soup").glob("history_member*.csv"))
     assert json.loads((tmp_path / "soup" / "run.json").read_text())["soup"] == 2
+
+
+def test_test_split_kept_apart_and_evaluate_scores_the_same_frames(synth_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """data.test_fraction: frames never trained, stopped or tuned on, scored at the end; evaluate --split test
+    finds the same frames from the folder alone."""
+    from steel_train.cli import main
+    from steel_train.config import load_train_config
+    from steel_train.fit import fit
+
+    cfg = load_train_config("seg", None, {**TINY_SEG, "data.test_fraction": 0.25})
+    fit([synth_dir], cfg, tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["test"] and not set(split["test"]) & set(split["validation"])
+    test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert test["images"] == len(split["test"]) and test["split"] == "test"
+    for key in ("dice_mean", "dice_per_class", "precision_per_class", "recall_per_class", "dice_defective_pairs",
+                "empty_pairs_predicted_empty", "gain_over_all_empty"):
+        assert key in test, key
+    assert (tmp_path / "run" / "plots" / "worst_test.png").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "run"), "--data", str(synth_dir), "--split", "test",
+                 "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["images"] == test["images"] and again["test_split"] == {"fraction": 0.25, "seed": 0}
+    assert again["dice_mean"] == pytest.approx(test["dice_mean"], abs=1e-6)
+
+
+def test_interrupted_fit_resumes_at_its_last_epoch(synth_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from steel_train import fit as fit_module
+    from steel_train.config import load_train_config
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    cfg = load_train_config("seg", None, {**TINY_SEG, "fit.epochs": 3})
+    plain = fit_module.callbacks
+    monkeypatch.setattr(fit_module, "callbacks", lambda *a, **k: [*plain(*a, **k), Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        fit_module.fit([synth_dir], cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "resume" / "training_metadata.json").read_text())["epoch"] == 2
+    monkeypatch.setattr(fit_module, "callbacks", plain)
+    other = load_train_config("seg", None, {**TINY_SEG, "fit.epochs": 4})
+    with pytest.raises(ValueError, match="interrupted run of another config"):
+        fit_module.fit([synth_dir], other, tmp_path / "run")
+    result = fit_module.fit([synth_dir], cfg, tmp_path / "run")
+    assert result["run"]["epochs_run"] == 1  # only the third epoch was left
+    with (tmp_path / "run" / "history.csv").open() as fh:
+        assert [row.split(",")[0] for row in fh.read().split()[1:]] == ["0", "1", "2"]
+    assert not (tmp_path / "run" / "resume").exists()
+
+
+def test_cross_validation_scores_every_image_once(tmp_path: Path) -> None:
+    from steel_train.config import load_train_config
+    from steel_train.cv import cross_validate
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data"
+    for label in ("dark", "bright"):
+        for i in range(6):
+            (data / label).mkdir(parents=True, exist_ok=True)
+            write_jpeg(data / label / f"{i}.jpg", rng.normal(80 if label == "dark" else 170, 10, (32, 32)).clip(0, 255)
+                       .astype(np.uint8))
+    cfg = load_train_config("cls", None, {"model.input_height": 32, "model.input_width": 32, "model.width": 8,
+                                          "model.depth": 2, "data.batch_size": 4, "fit.epochs": 2})
+    summary = cross_validate([data], cfg, tmp_path / "cv", folds=3)
+    assert summary["images"] == 12 and len(summary["per_fold"]) == 3
+    assert sum(row["images"] for row in summary["per_fold"]) == 12
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["accuracy_pooled"] == summary["accuracy_pooled"]
+    for k in range(3):  # each fold ran its whole schedule and kept its last weights
+        run_cfg = (tmp_path / "cv" / f"fold{k}" / "config.yaml").read_text()
+        assert "restore_best: false" in run_cfg and f"fold: {k}" in run_cfg
+    with pytest.raises(ValueError, match="cls and baseline"):
+        cross_validate([data], load_train_config("seg"), tmp_path / "x")

@@ -68,7 +68,7 @@ def test_tune_keys_limit_the_search() -> None:
 
 
 def test_gain_over_all_empty_interval() -> None:
-    from steel_train.oof import gain_over_all_empty
+    from steel_train.evaluate import gain_over_all_empty
 
     rng = np.random.default_rng(1)
     empty = rng.choice([0.5, 0.75, 1.0], size=40)

@@ -65,7 +65,9 @@ def run_demo(root: Path, state_dir: Path, model: str | None, as_json: bool) -> i
     daemon = Daemon(cfg)
     endpoint = daemon.publisher.bound[0]
     print(f"daemon publishing on {endpoint}; model {daemon.model_path.name} sha256 {daemon.model.sha256[:12]}; "
-          f"subscriber connected\n", file=sys.stderr)
+          f"subscriber connected", file=sys.stderr)
+    quality = real_frame_quality(daemon.model_path, daemon.model.sha256)
+    print(f"{quality}\n" if quality else "", file=sys.stderr)
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(daemon.run()), name="demo-daemon", daemon=True)
     scores = SegmentationScores()
@@ -103,6 +105,31 @@ def run_demo(root: Path, state_dir: Path, model: str | None, as_json: bool) -> i
               f"{per_image.mean():.3f} (all-empty baseline {base:.3f}); per class {json.dumps(per_class)}",
               file=sys.stderr)
     return (codes or [1])[0] or int(results != len(truth))
+
+
+def real_frame_quality(model_path: Path, sha256: str) -> str | None:
+    """One line on how good a model is on real frames it never trained on, from its record (``NAME.json`` beside
+    it, as ``scripts/build_default_model.sh`` writes for the bundled model); None without a matching record."""
+    record_path = model_path.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text())
+        test = record["real_test"]
+        if record.get("sha256") != sha256:
+            return None
+        gain = test["gain_over_all_empty"]
+        recall = "/".join(_short(test["recall_per_class"].get(k)) for k in ("1", "2", "3", "4"))
+        precision = "/".join(_short(test["precision_per_class"].get(k)) for k in ("1", "2", "3", "4"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (f"model quality on {test['images']} real Severstal frames it never trained on: Kaggle Dice "
+            f"{test['dice_mean']:.3f} vs {test['dice_all_empty']:.3f} for predicting nothing "
+            f"(gain {gain['mean']:+.3f}, 95% {gain['ci95'][0]:+.3f}..{gain['ci95'][1]:+.3f}); "
+            f"image-level recall per class 1/2/3/4 {recall}, "
+            f"precision {precision}")
+
+
+def _short(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def event_masks(event: DefectEvent) -> np.ndarray:

@@ -80,6 +80,7 @@ class SegmentationScores:
         fp = (pred & ~true).sum(axis=0)
         fn = (~pred & true).sum(axis=0)
         keys = [str(c) for c in self.class_ids]
+        empty = ~true
         return {
             "images": self.images,
             "dice_mean": float(scores.mean()) if scores.size else float("nan"),
@@ -88,12 +89,23 @@ class SegmentationScores:
             "precision_per_class": {k: _ratio(tp[i], tp[i] + fp[i]) for i, k in enumerate(keys)},
             "recall_per_class": {k: _ratio(tp[i], tp[i] + fn[i]) for i, k in enumerate(keys)},
             "support_per_class": {k: int(true[:, i].sum()) for i, k in enumerate(keys)},
+            # The two halves of Kaggle Dice: how well the masks fit where there is a defect, and how often
+            # an empty (image, class) pair is left empty (each one not left empty scores 0).
+            "dice_defective_pairs": _mean_or_none(scores[true]),
+            "dice_defective_per_class": {k: _mean_or_none(scores[true[:, i], i]) for i, k in enumerate(keys)},
+            "empty_pairs_predicted_empty": _ratio((empty & ~pred).sum(), empty.sum()),
+            "empty_pairs_predicted_empty_per_class": {k: _ratio((empty[:, i] & ~pred[:, i]).sum(), empty[:, i].sum())
+                                                      for i, k in enumerate(keys)},
         }
 
 
 def _ratio(num: int | np.integer, den: int | np.integer) -> float | None:
     """A precision or recall; None where it is undefined (nothing predicted / nothing to find)."""
     return float(num) / float(den) if den else None
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
 
 
 def all_empty_dice(true_masks_present: np.ndarray) -> float:

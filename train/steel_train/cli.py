@@ -63,11 +63,24 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from steel_train.config import load_train_config
+    from steel_train.cv import cross_validate
+
+    overrides = {"fit.epochs": args.epochs, "fit.seed": args.seed}
+    overrides.update(parse_set_flags(args.set))
+    cfg = load_train_config(args.model, args.config, overrides)
+    summary = cross_validate([Path(d) for d in args.data], cfg, Path(args.out), folds=args.folds)
+    print(json.dumps(summary, indent=None if args.json else 2))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from steel_train.evaluate import evaluate_path
 
-    result = evaluate_path(Path(args.model), Path(args.data), Path(args.plot) if args.plot else None,
-                           on_error=args.on_error)
+    result = evaluate_path(Path(args.model), [Path(d) for d in args.data], Path(args.plot) if args.plot else None,
+                           on_error=args.on_error, split=args.split, test_fraction=args.test_fraction,
+                           test_seed=args.test_seed)
     print(json.dumps(result, indent=None if args.json else 2, default=str))
     return 0
 
@@ -104,9 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override any config key, e.g. --set data.val_fraction=0.25 (repeatable)")
     fit.set_defaults(func=_cmd_fit)
 
+    cv = sub.add_parser("cv", help="k-fold cross-validation of a cls or baseline recipe (final weights, no selection)")
+    cv.add_argument("--data", action="append", required=True, help="data folder; repeat to combine several")
+    cv.add_argument("--model", choices=["cls", "baseline"], required=True, help="which network")
+    cv.add_argument("--out", required=True, help="folder for the fold runs (foldK/) and cv.json")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    cv.add_argument("--epochs", type=int, help="override fit.epochs")
+    cv.add_argument("--seed", type=int, help="override fit.seed")
+    cv.add_argument("--config", help="YAML config (default: configs/train_<model>.yaml)")
+    cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    cv.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    cv.set_defaults(func=_cmd_cv)
+
     evaluate = sub.add_parser("evaluate", help="score a model (.keras, .onnx or run folder) on a data folder")
     evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--data", action="append", required=True,
+                          help="data folder; repeat to score several together (seg)")
+    evaluate.add_argument("--split", choices=["all", "test"], default="all",
+                          help="seg: score every frame (all) or only the frames a run's test split keeps apart "
+                          "(test: data.test_fraction/test_seed of the run folder's config, else the default config)")
+    evaluate.add_argument("--test-fraction", type=float, help="with --split test: override data.test_fraction")
+    evaluate.add_argument("--test-seed", type=int, help="with --split test: override data.test_seed")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on one line")
     evaluate.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                           help="stop at the first bad row or image (raise) or skip it with a warning")

@@ -19,7 +19,7 @@ import numpy as np
 from steel_edge.data.errors import OnError
 from steel_edge.data.labelled import detect_layout, load_labelled
 from steel_edge.data.rle import HEIGHT, WIDTH
-from steel_edge.data.severstal import SeverstalImage, load_severstal
+from steel_edge.data.severstal import NUM_CLASSES, SeverstalImage, load_severstal
 from steel_edge.metrics import SegmentationScores, all_empty_dice, classification_report
 
 if TYPE_CHECKING:
@@ -121,14 +121,55 @@ def score_seg(
     return metrics, per_image
 
 
+def all_empty_per_image(items: Sequence[SeverstalImage]) -> list[float]:
+    """Per image, the Dice of predicting nothing: the share of its classes without a mask (no RLE decoding)."""
+    return [1.0 - len(item.classes) / NUM_CLASSES for item in items]
+
+
+def gain_over_all_empty(
+    dice: Sequence[float], empty: Sequence[float], resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Mean per-image gain of Dice over predicting nothing, with a 95% paired bootstrap interval.
+
+    ``dice`` and ``empty`` hold, per image, its Dice (mean over the 4 classes) and the Dice of an empty
+    prediction (the share of its classes that are absent). With a few dozen images the gain is a few
+    hundredths and the interval says whether it is clear of zero; images are resampled with their own
+    baseline, so an easy or hard image moves both sides together.
+    """
+    diff = np.asarray(dice, np.float64) - np.asarray(empty, np.float64)
+    if diff.size == 0:
+        raise ValueError("no images to compare")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "images": int(diff.size),
+            "resamples": resamples, "share_of_resamples_above_zero": float((means > 0).mean())}
+
+
 def worst_panels(per_image: list[tuple[float, SeverstalImage, np.ndarray]]) -> list[Any]:
     ranked = sorted(per_image, key=lambda t: t[0])[:WORST_PANELS]
     return [(f"{item.image_id}  Dice {d:.3f}  true classes {list(item.classes)}", item.read(), item.masks(), pred)
             for d, item, pred in ranked]
 
 
-def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Sequence[str]) -> dict[str, Any]:
-    """Tune post-processing on the validation split, then score it through the edge's code path."""
+def score_frames(predictor: SegPredictor, items: Sequence[SeverstalImage], params: PostprocessParams,
+                 groups: Sequence[str] | None = None, seed: int = 0) -> tuple[dict[str, Any], list[Any]]:
+    """The protocol's report on frames a model never trained on: Kaggle Dice, per class, image-level precision
+    and recall, Dice on defective pairs, the share of empty pairs left empty, and the gain over predicting
+    nothing with its 95% paired bootstrap interval; also the per-image list for overlays."""
+    metrics, per_image = score_seg(predicted_batches(predictor, items), params, groups=groups)
+    metrics["gain_over_all_empty"] = gain_over_all_empty(
+        [dice for dice, _, _ in per_image], all_empty_per_image([item for _, item, _ in per_image]), seed=seed)
+    return metrics, per_image
+
+
+def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Sequence[str],
+                   test_records: Sequence[Any] = ()) -> dict[str, Any]:
+    """Tune post-processing on the validation split, then score it through the edge's code path.
+
+    ``test_records`` (the run's test set, never trained or tuned on) are scored once with the tuned
+    parameters, into ``metrics["test"]``.
+    """
     from steel_edge.postprocess import PostprocessParams
     from steel_train import plots
     from steel_train.tune import starting_values, tune_postprocess
@@ -160,19 +201,30 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
     metrics["split"] = "validation"
     plots.worst_overlays(worst_panels(per_image), out / "plots" / "worst_val.png",
                          title=f"worst validation images, Dice {metrics['dice_mean']:.4f}")
+    if test_records:
+        test_items = [SeverstalImage(r.path.name, r.path, r.rles) for r in test_records]
+        test, test_per_image = score_frames(predictor, test_items, params,
+                                            groups=[data_names[r.source] for r in test_records])
+        metrics["test"] = {**test, "split": "test"}
+        log.info("test set (%d frames never trained or tuned on): Dice %.4f, all-empty %.4f, gain %+.4f "
+                 "(95%% interval %+.4f .. %+.4f)", test["images"], test["dice_mean"], test["dice_all_empty"],
+                 test["gain_over_all_empty"]["mean"], *test["gain_over_all_empty"]["ci95"])
+        plots.worst_overlays(worst_panels(test_per_image), out / "plots" / "worst_test.png",
+                             title=f"worst test images, Dice {test['dice_mean']:.4f}")
     return metrics
 
 
 def finish_cls_run(model: Any, val_xy: tuple[np.ndarray, np.ndarray], names: Sequence[str], out: Path,
-                   kind: str) -> dict[str, Any]:
+                   kind: str, split: str = "validation") -> dict[str, Any]:
     from steel_train import plots
 
     x, y = val_xy
     pred = np.argmax(model.predict(x, batch_size=64, verbose=0), axis=1)
     report = classification_report(y, pred, list(names))
-    report["split"] = "validation"
-    plots.confusion_plot(np.array(report["confusion_matrix"]), names, out / "plots" / "confusion.png",
-                         title=f"{kind}: validation accuracy {report['accuracy']:.4f} ({len(y)} images)")
+    report["split"] = split
+    plot = "confusion.png" if split == "validation" else f"confusion_{split}.png"
+    plots.confusion_plot(np.array(report["confusion_matrix"]), names, out / "plots" / plot,
+                         title=f"{kind}: {split} accuracy {report['accuracy']:.4f} ({len(y)} images)")
     return report
 
 
@@ -190,20 +242,37 @@ def _resolve(model_path: Path) -> tuple[Path, dict[str, Any], PostprocessParams 
     return model_path, {}, None
 
 
+def test_items(items_by_folder: Sequence[tuple[str, Sequence[SeverstalImage]]], fraction: float,
+               seed: int) -> list[SeverstalImage]:
+    """The frames ``data.test_fraction``/``data.test_seed`` keep apart, from (folder name, frames) pairs, in the
+    order a run (``steel-train fit``) with those folders holds them out."""
+    from steel_train.split import test_split
+
+    flat = [(name, item) for name, items in items_by_folder for item in items]
+    _, test = test_split([name for name, _ in flat], [item.classes for _, item in flat], fraction, seed)
+    return [flat[i][1] for i in test]
+
+
 def evaluate_path(
-    model_path: Path | str, data: Path | str, out: Path | None = None, on_error: OnError = "raise"
+    model_path: Path | str, data: Path | str | Sequence[Path | str], out: Path | None = None,
+    on_error: OnError = "raise", split: str = "all", test_fraction: float | None = None,
+    test_seed: int | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a model on a data folder as one JSON-ready dict (``steel-train evaluate``).
+    """Metrics of a model on data folders as one JSON-ready dict (``steel-train evaluate``).
 
     ``.onnx`` files run through ``steel_edge.model`` (onnxruntime, the contract's tuned
     post-processing); ``.keras`` files and run folders through Keras with the run's ``postprocess.json``.
+    ``split="test"`` (seg) scores only the frames a run's test split keeps apart: ``data.test_fraction`` and
+    ``data.test_seed`` of the run folder's config, else of the default seg config, unless given here.
     """
     from steel_edge.postprocess import PostprocessParams
-    from steel_train.config import ModelConfig
+    from steel_train.config import ModelConfig, load_train_config
     from steel_train.fit import baseline_label
-    from steel_train.oof import all_empty_per_image, gain_over_all_empty
     from steel_train.pipeline import ClsRecord, cls_arrays
 
+    folders = [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
+    if not folders:
+        raise ValueError("no --data folder to evaluate on")
     model_file, run, params = _resolve(Path(model_path))
     names: list[str] | None = run.get("class_names")
     seg: SegPredictor | None = None
@@ -235,22 +304,40 @@ def evaluate_path(
         def classify(x: np.ndarray) -> np.ndarray:
             return np.asarray(keras_model.predict(x, batch_size=64, verbose=0))
 
-    layout = detect_layout(data)
-    result: dict[str, Any] = {"model": str(model_path), "data": str(data), "model_kind": kind}
+    if split not in ("all", "test"):
+        raise ValueError(f"split must be all or test, not {split!r}")
+    if split == "test" and seg is None:
+        raise ValueError("--split test is for seg models (cls models: steel-train cv)")
+    data_label = str(folders[0]) if len(folders) == 1 else [str(f) for f in folders]
+    result: dict[str, Any] = {"model": str(model_path), "data": data_label, "model_kind": kind, "split": split}
     if seg is not None:
-        if layout != "severstal":
-            raise ValueError(f"{data}: a seg model needs a Severstal-layout folder")
-        ds = load_severstal(data, on_error=on_error)
-        metrics, per_image = score_seg(predicted_batches(seg, ds.images), params or PostprocessParams())
+        loaded = []
+        for folder in folders:
+            if detect_layout(folder) != "severstal":
+                raise ValueError(f"{folder}: a seg model needs a Severstal-layout folder")
+            loaded.append((folder.name, load_severstal(folder, on_error=on_error).images))
+        if split == "test":
+            run_cfg = Path(model_path) / "config.yaml"
+            cfg = load_train_config("seg", run_cfg if run_cfg.is_file() else None)
+            fraction = cfg.data.test_fraction if test_fraction is None else test_fraction
+            seed = cfg.data.test_seed if test_seed is None else test_seed
+            if not fraction:
+                raise ValueError("--split test: the config keeps no test set (data.test_fraction is 0); "
+                                 "pass --test-fraction")
+            items: list[SeverstalImage] = test_items(loaded, fraction, seed)
+            result["test_split"] = {"fraction": fraction, "seed": seed}
+        else:
+            items = [item for _, folder_items in loaded for item in folder_items]
+        metrics, per_image = score_frames(seg, items, params or PostprocessParams())
         result.update(metrics)
-        # On a few dozen images a gain of a few hundredths over predicting nothing may be noise: say so.
-        result["gain_over_all_empty"] = gain_over_all_empty(
-            [dice for dice, _, _ in per_image], all_empty_per_image([item for _, item, _ in per_image]))
         if out is not None:
             from steel_train import plots
 
             plots.worst_overlays(worst_panels(per_image), out, title=f"worst images, Dice {metrics['dice_mean']:.4f}")
         return result
+    if len(folders) > 1:
+        raise ValueError("cls and baseline models are evaluated on one --data folder")
+    data = folders[0]
     if kind == "cls":
         lds = load_labelled(data, on_error=on_error)
         names = names or list(lds.classes)

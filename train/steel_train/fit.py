@@ -25,7 +25,7 @@ from steel_edge.data.severstal import load_severstal
 from steel_train.config import TrainConfig
 from steel_train.pipeline import ClsRecord, SegRecord
 from steel_train.runinfo import code_version, data_fingerprint, environment
-from steel_train.split import kfold_split, stratified_split
+from steel_train.split import kfold_split, stratified_split, test_split
 
 log = logging.getLogger(__name__)
 SEG_CLASS_NAMES = ("1", "2", "3", "4")
@@ -155,21 +155,77 @@ def load_encoder_weights(model: Any, source: str) -> None:
     log.info("encoder weights (%d layers) from %s", len(ours), path)
 
 
-def callbacks(cfg: TrainConfig, out: Path, monitor: str | None, history: str = "history.csv") -> list[Any]:
-    """Early stopping and checkpoints on ``monitor``; with no validation data (None) just the log and schedule."""
+RESUME_DIR = "resume"  # in the run folder while a fit runs: the last finished epoch's weights and optimizer
+
+
+def resume_epoch(cfg: TrainConfig, out: Path, folders: Sequence[Path], member: int = 0) -> int:
+    """The epoch a fit starts at: 0, or the one after the last epoch an interrupted run of the same config and
+    data finished in ``out`` (Keras' BackupAndRestore keeps its weights and optimizer in ``out/resume``).
+
+    A soup (``fit.soup`` > 1) is not resumed: its members share the run folder, and each starts again anyway.
+    """
+    if cfg.fit.soup > 1:
+        return 0
+    folder = out / RESUME_DIR
+    stamp = folder / "run.json"
+    ident = {"config": cfg.model_dump(mode="json"), "data": [str(f.resolve()) for f in folders], "member": member}
+    meta = folder / "training_metadata.json"
+    if meta.is_file():
+        if stamp.is_file() and json.loads(stamp.read_text()) == ident:
+            epoch = int(json.loads(meta.read_text())["epoch"])
+            log.info("resuming the interrupted run in %s at epoch %d of %d", out, epoch + 1, cfg.fit.epochs)
+            return epoch
+        raise ValueError(f"{out}: holds an interrupted run of another config or data ({folder}); "
+                         "delete that folder to start over, or write to another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(ident))
+    return 0
+
+
+def best_so_far(history: Path, monitor: str) -> float | None:
+    """The best ``monitor`` value an interrupted run logged before it stopped (None if none)."""
+    import csv
+
+    if not history.is_file():
+        return None
+    with history.open() as fh:
+        values = [float(row[monitor]) for row in csv.DictReader(fh) if row.get(monitor) not in (None, "", "NA")]
+    if not values:
+        return None
+    return max(values) if "accuracy" in monitor else min(values)
+
+
+def callbacks(cfg: TrainConfig, out: Path, monitor: str | None, history: str = "history.csv",
+              start_epoch: int = 0) -> list[Any]:
+    """Early stopping and checkpoints on ``monitor``; with no validation data (None) just the log and schedule.
+
+    Every finished epoch is backed up to ``out/resume`` (weights and optimizer), so an interrupted run resumes
+    where it stopped (``resume_epoch``); after a resume, the best checkpoint still covers the epochs before it
+    (early stopping's patience counts again from the resumed epoch).
+    """
     import keras
 
+    keep = [keras.callbacks.CSVLogger(str(out / history), append=start_epoch > 0), lr_callback(cfg)]
+    if cfg.fit.soup == 1:
+        keep.insert(0, keras.callbacks.BackupAndRestore(str(out / RESUME_DIR)))
     if monitor is None:
-        return [keras.callbacks.CSVLogger(str(out / history)), lr_callback(cfg)]
+        return keep
     mode = "max" if "accuracy" in monitor else "min"
+    best = best_so_far(out / history, monitor) if start_epoch else None
     return [
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.fit.patience,
                                       restore_best_weights=cfg.fit.restore_best, verbose=1),
         keras.callbacks.ModelCheckpoint(str(out / "checkpoint.keras"), monitor=monitor, mode=mode,
-                                        save_best_only=cfg.fit.restore_best),
-        keras.callbacks.CSVLogger(str(out / history)),
-        lr_callback(cfg),
+                                        save_best_only=cfg.fit.restore_best, initial_value_threshold=best),
+        *keep,
     ]
+
+
+def restore_best_checkpoint(model: Any, cfg: TrainConfig, out: Path, resumed: bool) -> None:
+    """After a resumed run, the best epoch may lie before the resume, where early stopping did not see it."""
+    path = out / "checkpoint.keras"
+    if resumed and cfg.fit.restore_best and path.is_file():
+        model.load_weights(path)
 
 
 def compile_seg(model: Any, cfg: TrainConfig) -> None:
@@ -256,14 +312,24 @@ def fit(
         else:
             class_names = SEG_CLASS_NAMES
             keys = [(paths[r.source].resolve().as_posix(), r.classes) for r in seg_records]
+    # The test set goes first, by folder name and class set alone: never trained, stopped or tuned on.
+    records_any: Sequence[Any] = cls_records if kind == "cls" else seg_records
+    pool, test_idx = list(range(len(keys))), list[int]()
+    if cfg.data.test_fraction and not all_images:
+        strata = [r.label if kind == "cls" else r.classes for r in records_any]
+        pool, test_idx = test_split([paths[r.source].name for r in records_any], strata, cfg.data.test_fraction,
+                                    cfg.data.test_seed)
+    pool_keys = [keys[i] for i in pool]
     if all_images:
         train_idx, val_idx = list(range(len(keys))), list[int]()
     elif cfg.data.folds:
-        train_idx, val_idx = kfold_split(keys, cfg.data.folds, cfg.data.fold, cfg.data.split_seed)
+        train_idx, val_idx = kfold_split(pool_keys, cfg.data.folds, cfg.data.fold, cfg.data.split_seed)
     else:
-        train_idx, val_idx = stratified_split(keys, cfg.data.val_fraction, cfg.data.split_seed)
-    log.info("%s: %d training and %d validation images from %d folder(s)", kind, len(train_idx), len(val_idx),
-             len(paths))
+        train_idx, val_idx = stratified_split(pool_keys, cfg.data.val_fraction, cfg.data.split_seed)
+    if not all_images:
+        train_idx, val_idx = [pool[i] for i in train_idx], [pool[i] for i in val_idx]
+    log.info("%s: %d training, %d validation and %d test images from %d folder(s)", kind, len(train_idx),
+             len(val_idx), len(test_idx), len(paths))
     if not train_idx or (not val_idx and not all_images):
         raise ValueError(f"too few images to split ({len(keys)}); need at least two per class set")
 
@@ -301,13 +367,16 @@ def fit(
                     compile_seg(model, cfg)
             if soup > 1:
                 log.info("soup: fine-tuning %d of %d (seed %d)", member + 1, soup, seed)
-            train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, seed, cfg.fit.epochs)
+            start = resume_epoch(cfg, out, paths, member)
+            train_ds, val_ds, steps = seg_datasets(train_src, val_src, cfg.data, cfg.model, seed, cfg.fit.epochs,
+                                                   start_epoch=start)
             steps = min(steps, cfg.fit.steps_per_epoch or steps)
             parts.append(out / (f"history_member{member}.csv" if soup > 1 else "history.csv"))
             history = model.fit(train_ds, validation_data=val_ds if val_idx else None, epochs=cfg.fit.epochs,
                                 steps_per_epoch=steps,
-                                callbacks=callbacks(cfg, out, "val_loss" if val_idx else None, parts[-1].name),
+                                callbacks=callbacks(cfg, out, "val_loss" if val_idx else None, parts[-1].name, start),
                                 verbose=verbose, shuffle=False)
+            restore_best_checkpoint(model, cfg, out, start > 0)
             members.append(model.get_weights())
         if soup > 1:
             model.set_weights(average_weights(members))
@@ -324,9 +393,11 @@ def fit(
         square = kind == "cls" and cfg.model.input_height == cfg.model.input_width
         train_ds, val_ds = cls_datasets(train_xy, val_xy, cfg.data, len(class_names), cfg.fit.seed, square)
         monitor = "val_accuracy"
+        start = resume_epoch(cfg, out, paths)
         history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.fit.epochs,
-                            steps_per_epoch=cfg.fit.steps_per_epoch, callbacks=callbacks(cfg, out, monitor),
-                            verbose=verbose, shuffle=False)
+                            steps_per_epoch=cfg.fit.steps_per_epoch,
+                            callbacks=callbacks(cfg, out, monitor, start_epoch=start), verbose=verbose, shuffle=False)
+        restore_best_checkpoint(model, cfg, out, start > 0)
     fit_seconds = time.time() - started
     model.save(out / "model.keras")
     (out / "checkpoint.keras").unlink(missing_ok=True)  # model.keras holds the weights kept
@@ -335,9 +406,14 @@ def fit(
     if kind == "seg" and not val_idx:
         metrics: dict[str, Any] = {}  # the caller (steel_train.oof) scores out-of-fold predictions instead
     elif kind == "seg":
-        metrics = evaluate.finish_seg_run(model, val_src, cfg, out, [f"{i}:{p.name}" for i, p in enumerate(paths)])
+        test_records = [seg_records[i] for i in test_idx]
+        metrics = evaluate.finish_seg_run(model, val_src, cfg, out, [f"{i}:{p.name}" for i, p in enumerate(paths)],
+                                          test_records)
     else:
         metrics = evaluate.finish_cls_run(model, val_xy, class_names, out, kind)
+        if test_idx:
+            test_xy = cls_arrays([recs[i] for i in test_idx], cfg.model)
+            metrics["test"] = evaluate.finish_cls_run(model, test_xy, class_names, out, kind, split="test")
     plots.history_plot(out / "history.csv", out / "plots" / "history.png", title=f"{kind} training history")
     if kind == "seg":
         names = ["1", "2", "3", "4", "none"]
@@ -357,6 +433,7 @@ def fit(
         "class_names": list(class_names),
         "train_images": len(train_idx),
         "val_images": len(val_idx),
+        "test_images": len(test_idx),
         "epochs_run": len(history.history.get("loss", [])),
         "soup": cfg.fit.soup,  # 1 unless seg (config validation)
         "fit_seconds": round(fit_seconds, 1),
@@ -366,7 +443,8 @@ def fit(
     }
     (out / "run.json").write_text(json.dumps(run, indent=2))
     # Which images the model never trained on: evaluate or tune on exactly these later.
-    val_paths = [str((cls_records if kind == "cls" else seg_records)[i].path) for i in val_idx]
-    (out / "split.json").write_text(json.dumps({"validation": val_paths}, indent=1))
+    val_paths = [str(records_any[i].path) for i in val_idx]
+    test_paths = [str(records_any[i].path) for i in test_idx]
+    (out / "split.json").write_text(json.dumps({"validation": val_paths, "test": test_paths}, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"run": run, "metrics": metrics}

@@ -11,7 +11,7 @@ tuning then moved held-out Dice by +-0.03 at random). So:
    on the *other* folds only (nested: an honest estimate of what tuning buys on unseen images);
 4. tune on all out-of-fold predictions; keep the tuned parameters only if the nested estimate beats the
    defaults, otherwise keep the defaults; report the honest figure's gain over predicting nothing, per
-   image, with a paired bootstrap interval (``oof.gain_over_all_empty``: on a few dozen images a gain of
+   image, with a paired bootstrap interval (``evaluate.gain_over_all_empty``: on a few dozen images a gain of
    a few hundredths may not be clear of zero);
 5. train the final model on every image for ``fit.epochs`` and write it with those parameters.
 
@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from steel_edge.configfile import dump_config
-from steel_edge.data.severstal import NUM_CLASSES, SeverstalImage
+from steel_edge.data.severstal import SeverstalImage
 from steel_train.config import TrainConfig
+from steel_train.evaluate import all_empty_per_image, gain_over_all_empty
 
 log = logging.getLogger(__name__)
 
@@ -76,31 +77,6 @@ def _only(fold: dict[str, Any], sources: Sequence[int] | None) -> dict[str, Any]
 
 def _image_dice(per_image: list[tuple[float, Any, Any]]) -> list[float]:
     return [d for d, _, _ in per_image]
-
-
-def all_empty_per_image(items: Sequence[SeverstalImage]) -> list[float]:
-    """Per image, the Dice of predicting nothing: the share of its classes without a mask (no RLE decoding)."""
-    return [1.0 - len(item.classes) / NUM_CLASSES for item in items]
-
-
-def gain_over_all_empty(
-    dice: Sequence[float], empty: Sequence[float], resamples: int = 2000, seed: int = 0
-) -> dict[str, Any]:
-    """Mean per-image gain of Dice over predicting nothing, with a 95% paired bootstrap interval.
-
-    ``dice`` and ``empty`` hold, per image, its Dice (mean over the 4 classes) and the Dice of an empty
-    prediction (the share of its classes that are absent). With a few dozen images the gain is a few
-    hundredths and the interval says whether it is clear of zero; images are resampled with their own
-    baseline, so an easy or hard image moves both sides together.
-    """
-    diff = np.asarray(dice, np.float64) - np.asarray(empty, np.float64)
-    if diff.size == 0:
-        raise ValueError("no images to compare")
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "images": int(diff.size),
-            "resamples": resamples, "share_of_resamples_above_zero": float((means > 0).mean())}
 
 
 def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) -> dict[str, Any]:

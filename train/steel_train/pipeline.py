@@ -213,7 +213,9 @@ def repeat_factors(records: Sequence[SegRecord], cfg: DataConfig) -> np.ndarray:
         counts = {c: sum(c in r.classes for r in records) for c in (1, 2, 3, 4)}
         top = max(counts.values()) or 1
         for i, rec in enumerate(records):
-            boosts = [math.sqrt(top / counts[c]) for c in rec.classes if counts[c]]
+            # math.sqrt for the default power: the same factors, bit for bit, as before the key existed
+            boosts = [math.sqrt(top / counts[c]) if cfg.balance_power == 0.5 else (top / counts[c]) ** cfg.balance_power
+                      for c in rec.classes if counts[c]]
             factors[i] = min(float(cfg.max_repeat), max(boosts, default=1.0))
     if weights is not None:
         factors *= np.array([weights[r.source] for r in records], dtype=np.float64)
@@ -252,13 +254,22 @@ def augment_pair(image: np.ndarray, labels: np.ndarray, aug: AugmentConfig, rng:
     return out, np.ascontiguousarray(labels)
 
 
-def choose_crop(labels: np.ndarray, width: int, bias: float, rng: np.random.Generator) -> int:
-    """Left edge of a crop: centred on a random defect column with probability ``bias``."""
+def choose_crop(labels: np.ndarray, width: int, bias: float, rng: np.random.Generator, by_class: bool = False) -> int:
+    """Left edge of a crop: centred on a random defect column with probability ``bias``.
+
+    ``by_class`` picks one of the classes present first (each equally likely), then a column of it, so a small
+    rare defect beside a large common one is the centre as often as the large one (``data.crop_centre=class``).
+    """
     full = labels.shape[1]
     if width >= full:
         return 0
     if rng.random() < bias:
-        cols = np.flatnonzero(labels.any(axis=0))
+        if by_class:
+            present = [c for c in range(1, 5) if (labels == c).any()]
+            target = labels == present[int(rng.integers(len(present)))] if present else labels > 0
+            cols = np.flatnonzero(target.any(axis=0))
+        else:
+            cols = np.flatnonzero(labels.any(axis=0))
         if cols.size:
             centre = int(cols[rng.integers(cols.size)])
             return int(np.clip(centre - width // 2 + rng.integers(-width // 4, width // 4 + 1), 0, full - width))
@@ -283,7 +294,7 @@ def seg_train_sample(
     crop_h = min(data.crop_height, image.shape[0])
     crop_w = min(data.crop_width, image.shape[1])
     y0 = int(rng.integers(0, image.shape[0] - crop_h + 1))
-    x0 = choose_crop(labels[y0:y0 + crop_h], crop_w, data.defect_crop_bias, rng)
+    x0 = choose_crop(labels[y0:y0 + crop_h], crop_w, data.defect_crop_bias, rng, data.crop_centre == "class")
     img, lab = image[y0:y0 + crop_h, x0:x0 + crop_w].astype(np.float32), labels[y0:y0 + crop_h, x0:x0 + crop_w]
     if data.erase_defects and rng.random() < data.erase_defects:  # no draw when off: other crops stay as they were
         img, lab = erase_defect(img, lab, rng)
@@ -295,16 +306,22 @@ def seg_train_sample(
 
 
 def seg_datasets(
-    train: SegSource, val: SegSource, data: DataConfig, model: ModelConfig, seed: int, epochs: int
+    train: SegSource, val: SegSource, data: DataConfig, model: ModelConfig, seed: int, epochs: int,
+    start_epoch: int = 0,
 ) -> tuple[Any, Any, int]:
-    """(train dataset over all epochs, validation dataset of full tiles, steps per epoch)."""
+    """(train dataset over all epochs, validation dataset of full tiles, steps per epoch).
+
+    ``start_epoch`` > 0 (a resumed run) starts the training data at that epoch's plan, so a resumed run
+    sees the crops the uninterrupted one would have.
+    """
     import tensorflow as tf
 
     stride = model.output_stride * model.input_downsample
     factors = repeat_factors(train.records, data)
     plans = [epoch_plan(factors, data.crops_per_image, seed, e) for e in range(epochs)]
     steps = max(1, min(len(p) for p in plans) // data.batch_size)
-    plan = np.concatenate([p[: steps * data.batch_size] for p in plans])
+    plan = np.concatenate([p[: steps * data.batch_size] for p in plans[start_epoch:]] or
+                          [np.zeros((0, 2), np.int64)])
 
     bank = DefectBank(train) if data.copy_paste > 0 else None
 

@@ -68,3 +68,16 @@ def kfold_split(keys: Sequence[Hashable], folds: int, fold: int, seed: int) -> t
         for pos, index in enumerate(order):
             (val if (pos + offset) % folds == fold else train).append(index)
     return sorted(train), sorted(val)
+
+
+def test_split(
+    folders: Sequence[str], strata: Sequence[Hashable], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices (kept, test): ``fraction`` of each folder's images, stratified by ``strata`` (the class set).
+
+    ``folders`` holds each image's data folder *name* (not its path), so the same images are the test set
+    wherever the data lives and whichever other folders a run adds. ``fraction`` 0 keeps everything.
+    """
+    if fraction == 0:
+        return list(range(len(strata))), []
+    return stratified_split([("test", f, s) for f, s in zip(folders, strata, strict=True)], fraction, seed)
