@@ -29,7 +29,8 @@ def _run_folder(out: Path, kind: str) -> Path:
 
     out.mkdir(parents=True)
     if kind == "seg":
-        model = build_seg(load_train_config("seg", None, {"model.width": 8, "model.depth": 3}).model)
+        model = build_seg(load_train_config("seg", None, {"model.width": 8, "model.depth": 3,
+                                                          "model.input_downsample": 1}).model)
         names = ["1", "2", "3", "4"]
         params = PostprocessParams(pixel_threshold=(0.5, 0.5, 0.45, 0.5), min_area=(0, 0, 0, 0))
         (out / "postprocess.json").write_text(params.model_dump_json())

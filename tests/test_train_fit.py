@@ -16,6 +16,7 @@ TINY_SEG = {
     "fit.epochs": 1, "fit.steps_per_epoch": 2, "data.batch_size": 2, "data.crop_width": 256,
     "model.width": 8, "model.depth": 3,
 }
+NO_TEST = {"data.test_fraction": 0.0}  # out-of-fold scoring uses every image: no test split beside it
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     second = tmp_path / "second"
     write_dataset(second, images=8, seed=4)
     # Tune on the second folder only (as with real frames beside synthetic ones); score both.
-    cfg = load_train_config("seg", None, {**TINY_SEG, "data.oof_folds": 2, "postprocess.tune_on": [1]})
+    cfg = load_train_config("seg", None, {**TINY_SEG, **NO_TEST, "data.oof_folds": 2, "postprocess.tune_on": [1]})
     result = fit([synth_dir, second], cfg, tmp_path / "run")
     run = tmp_path / "run"
     metrics = _check_run(run, "seg")
@@ -173,7 +174,7 @@ def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     assert (run / "plots" / "worst_oof.png").is_file()
     assert "oof_folds: 2" in (run / "config.yaml").read_text()
     assert evaluate_path(run, synth_dir)["images"] == 16
-    bad = load_train_config("seg", None, {**TINY_SEG, "data.oof_folds": 2, "postprocess.tune_on": [2]})
+    bad = load_train_config("seg", None, {**TINY_SEG, **NO_TEST, "data.oof_folds": 2, "postprocess.tune_on": [2]})
     with pytest.raises(ValueError, match="tune_on"):
         fit([synth_dir, second], bad, tmp_path / "bad")  # refused before any training
 

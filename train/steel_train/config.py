@@ -97,7 +97,7 @@ class DataConfig(_Strict):
             raise ValueError("set either folds (one fold held out) or oof_folds (all folds, then a final model)")
         if self.test_fraction and self.oof_folds is not None:
             raise ValueError("set either test_fraction (a test set kept apart) or oof_folds (out-of-fold scoring of "
-                             "every image), not both")
+                             "every image), not both: with oof_folds add --set data.test_fraction=0")
         return self
 
 
