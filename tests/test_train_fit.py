@@ -328,3 +328,18 @@ def test_cross_validation_scores_every_image_once(tmp_path: Path) -> None:
         assert "restore_best: false" in run_cfg and f"fold: {k}" in run_cfg
     with pytest.raises(ValueError, match="cls and baseline"):
         cross_validate([data], load_train_config("seg"), tmp_path / "x")
+
+
+def test_patch_stem_keeps_the_network_shape() -> None:
+    """model.stem=patch: a learned stride-(2 x input_downsample) stem on full-resolution pixels, same outputs."""
+    from steel_train.config import load_train_config
+    from steel_train.models import build_seg
+
+    pooled = build_seg(load_train_config("seg", None, {"model.width": 8, "model.depth": 3}).model)
+    patch = build_seg(load_train_config("seg", None, {"model.width": 8, "model.depth": 3, "model.stem": "patch"}).model)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 256, 1600, 1)).astype(np.float32)
+    a, b = pooled(x, training=False), patch(x, training=False)
+    assert a["masks"].shape == b["masks"].shape == (1, 32, 200, 4) and b["presence"].shape == (1, 4)
+    kernel = patch.get_layer("enc_stem").kernel
+    assert tuple(kernel.shape) == (4, 4, 1, 8)  # sees every full-resolution pixel of its 4x4 patch
+    assert "downsample" not in [layer.name for layer in patch.layers]

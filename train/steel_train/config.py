@@ -113,6 +113,11 @@ class ModelConfig(_Strict):
         1, ge=1, le=4, description="seg: average-pool the tile by this factor first (the labels are coarse polygons); "
         "tile and crop sizes must be multiples of input_downsample x 2^(depth+1)"
     )
+    stem: Literal["pool", "patch"] = Field(
+        "pool", description="seg encoder's first layer: pool (average-pool by input_downsample, then a stride-2 3x3 "
+        "convolution) or patch (one learned (2 x input_downsample)-square convolution of that stride on the "
+        "full-resolution pixels: the same feature size, fine detail kept)"
+    )
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier / presence head")
     arch: Literal["plain", "seg_encoder"] = Field(
         "plain", description="cls: plain conv stages, or the seg network's encoder (same width, depth, "

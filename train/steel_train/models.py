@@ -58,9 +58,17 @@ def _sep_block(x: Any, filters: int, stride: int = 1, name: str | None = None) -
 def _seg_encoder(image: Any, cfg: ModelConfig) -> tuple[Any, dict[int, Any]]:
     """Scale, optional downsampling, stride-2 stem, ``depth`` stride-2 stages; features by stride."""
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(image)
-    if cfg.input_downsample > 1:
-        x = layers.AveragePooling2D(cfg.input_downsample, name="downsample")(x)
-    x = _conv_bn(x, cfg.width, stride=2, name=f"{ENCODER_PREFIX}stem")  # 1/2
+    if cfg.stem == "patch":
+        # One learned k x k, stride-k convolution on the full-resolution pixels in place of average pooling and a
+        # stride-2 3x3 stem: the same feature size and nearly the same cost, but thin streaks and small spots reach
+        # the encoder through learned filters instead of being averaged away first.
+        k = 2 * cfg.input_downsample
+        x = layers.Conv2D(cfg.width, k, strides=k, padding="valid", use_bias=False, name=f"{ENCODER_PREFIX}stem")(x)
+        x = layers.ReLU()(layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{ENCODER_PREFIX}stem_bn")(x))
+    else:
+        if cfg.input_downsample > 1:
+            x = layers.AveragePooling2D(cfg.input_downsample, name="downsample")(x)
+        x = _conv_bn(x, cfg.width, stride=2, name=f"{ENCODER_PREFIX}stem")  # 1/2
     features = {2: x}
     stride = 2
     for stage in range(cfg.depth):
