@@ -290,12 +290,16 @@ def _sigint_to_main_thread(after: float) -> threading.Timer:
 
 @pytest.mark.timeout(30)
 def test_subscribe_exits_0_on_sigint(pub: Pub, capsys: pytest.CaptureFixture[str]) -> None:
+    # A shell that starts a job in the background (`cmd &` without job control, as CI runners may) leaves SIGINT
+    # ignored, and Python then keeps it ignored: Ctrl-C's own handler is what this test is about, so install it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = _sigint_to_main_thread(0.5)
     timer.start()
     try:
         rc = subscribe_main([pub.endpoint])
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert rc == 0
     assert "0 events" in capsys.readouterr().err
 
