@@ -81,3 +81,15 @@ def test_gain_over_all_empty_interval() -> None:
     assert gain_over_all_empty(empty + 0.02, empty, seed=3) == gain_over_all_empty(empty + 0.02, empty, seed=3)
     with pytest.raises(ValueError, match="no images"):
         gain_over_all_empty([], [])
+
+
+def test_rank_auc_is_the_mann_whitney_share_with_ties_halved() -> None:
+    from steel_train.evaluate import rank_auc
+
+    assert rank_auc(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 0, 1, 1])) == 1.0
+    assert rank_auc(np.array([0.4, 0.3, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    # pos 0.9 beats both negatives, pos 0.1 beats neither: 2 of 4 pairs
+    assert rank_auc(np.array([0.9, 0.2, 0.3, 0.1]), np.array([1, 0, 0, 1])) == 0.5
+    # a tie between a positive and a negative counts half: (1 + 0.5) / 2
+    assert rank_auc(np.array([0.5, 0.5, 0.2]), np.array([1, 0, 0])) == 0.75
+    assert rank_auc(np.array([0.1, 0.2]), np.array([0, 0])) is None  # no positives: undefined, not 0.5

@@ -93,6 +93,7 @@ def score_seg(
     from steel_edge.postprocess import masks_only
 
     scores = SegmentationScores()
+    gate_scores: list[np.ndarray] = []
     by_group: dict[str, tuple[SegmentationScores, list[np.ndarray]]] = {}
     per_image: list[tuple[float, SeverstalImage, np.ndarray]] = []
     present = []
@@ -104,6 +105,8 @@ def score_seg(
             dice = scores.update(pred, true)
             has = np.asarray(true.reshape(4, -1).any(axis=1))
             present.append(has)
+            # The gate's score per class (the presence head, or the largest mask probability without one).
+            gate_scores.append(presence[n] if presence is not None else probs[n].reshape(probs.shape[1], -1).max(1))
             if groups is not None:
                 group_scores, group_present = by_group.setdefault(groups[len(per_image)],
                                                                   (SegmentationScores(), []))
@@ -112,6 +115,9 @@ def score_seg(
             per_image.append((float(dice.mean()), item, pred))
     metrics = scores.result()
     metrics["dice_all_empty"] = all_empty_dice(np.array(present)) if present else float("nan")
+    if present:
+        truth, score = np.array(present), np.array(gate_scores, np.float64)
+        metrics["presence_auc_per_class"] = [rank_auc(score[:, c], truth[:, c]) for c in range(truth.shape[1])]
     if groups is not None:
         metrics["per_group"] = {
             name: {**{k: v for k, v in s.result().items() if k in ("images", "dice_mean", "dice_per_class")},
@@ -119,6 +125,25 @@ def score_seg(
             for name, (s, p) in by_group.items()
         }
     return metrics, per_image
+
+
+def rank_auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``score`` for ``positive`` (Mann-Whitney, ties counted half); None when one
+    side is empty. Threshold-free: how well the gate could separate a class at any presence threshold."""
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score), np.float64)
+    ranks[order] = np.arange(1, len(score) + 1)
+    sorted_scores = np.asarray(score)[order]
+    # Average the ranks of tied scores.
+    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    for first, count in zip(start, counts, strict=True):
+        if count > 1:
+            ranks[order[first:first + count]] = first + (count + 1) / 2.0
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def all_empty_per_image(items: Sequence[SeverstalImage]) -> list[float]:
