@@ -276,6 +276,22 @@ def test_test_split_kept_apart_and_evaluate_scores_the_same_frames(synth_dir: Pa
     assert again["images"] == test["images"] and again["test_split"] == {"fraction": 0.25, "seed": 0}
     assert again["dice_mean"] == pytest.approx(test["dice_mean"], abs=1e-6)
 
+    # steel-train tune: the same run re-tuned with precision/recall floors on its own validation frames, no refit
+    weights_before = (tmp_path / "run" / "model.keras").read_bytes()
+    assert main(["tune", str(tmp_path / "run"), "--set", "postprocess.tune_min_recall=0.5",
+                 "--set", "postprocess.tune_min_precision=0.5", "--json"]) == 0
+    retuned = json.loads(capsys.readouterr().out)
+    assert retuned["split"] == "validation" and retuned["images"] == len(split["validation"])
+    assert retuned["test"]["images"] == test["images"]  # the same test frames, scored once more
+    assert retuned["retuned"] == {"postprocess.tune_min_recall": 0.5, "postprocess.tune_min_precision": 0.5}
+    assert {"precision", "recall", "floors_met"} <= set(retuned["tuning"][0])
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["dice_mean"] == pytest.approx(retuned["dice_mean"])
+    assert "tune_min_recall: 0.5" in (tmp_path / "run" / "config.yaml").read_text()
+    assert (tmp_path / "run" / "model.keras").read_bytes() == weights_before
+    assert main(["tune", str(tmp_path)]) == 2  # not a run folder: a clear error, exit 2
+    assert "no model.keras" in capsys.readouterr().err
+
 
 def test_interrupted_fit_resumes_at_its_last_epoch(synth_dir: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,3 +93,48 @@ def test_rank_auc_is_the_mann_whitney_share_with_ties_halved() -> None:
     # a tie between a positive and a negative counts half: (1 + 0.5) / 2
     assert rank_auc(np.array([0.5, 0.5, 0.2]), np.array([1, 0, 0])) == 0.75
     assert rank_auc(np.array([0.1, 0.2]), np.array([0, 0])) is None  # no positives: undefined, not 0.5
+
+
+def _image_pr(probs: np.ndarray, presence: np.ndarray, truths: list[np.ndarray], params: PostprocessParams,
+              c: int) -> tuple[float | None, float | None]:
+    called = np.array([postprocess(probs[n], presence[n], params).masks[c].any() for n in range(len(truths))])
+    has = np.array([t[c].any() for t in truths])
+    tp = int((called & has).sum())
+    return (tp / called.sum() if called.any() else None), (tp / has.sum() if has.any() else None)
+
+
+def test_precision_recall_floors_call_a_class_that_dice_alone_would_never_call() -> None:
+    """postprocess.tune_min_precision / tune_min_recall: the best Dice among settings meeting both floors."""
+    n, s = 10, 4
+    probs = np.zeros((n, 4, 64, 400), np.float32)
+    presence = np.full((n, 4), 0.6, np.float32)  # a presence threshold of 0.7 calls nothing
+    truths = []
+    for i in range(n):
+        true = np.zeros((4, 256, 1600), np.uint8)
+        if i < 4:  # class 0 on 4 images, found only as a rough blob: mask Dice 0.22
+            true[0, 100:140, 200:400] = 1
+        if i < 6:  # ... and two false calls no rule can tell from the true ones
+            probs[i, 0, 20:40, 40:240] = 0.8
+        truths.append(true)
+    defaults = starting_values(PostprocessParams())
+    plain, plain_report = tune_postprocess(probs, presence, truths, s, defaults)
+    assert _image_pr(probs, presence, truths, PostprocessParams(**plain), 0)[1] == 0.0  # Dice alone: never called
+    assert plain_report[0].recall == 0.0
+    chosen, report = tune_postprocess(probs, presence, truths, s, defaults, min_precision=0.6, min_recall=0.6)
+    params = PostprocessParams(**chosen)
+    precision, recall = _image_pr(probs, presence, truths, params, 0)
+    assert report[0].floors_met and precision is not None and recall is not None
+    assert precision >= 0.6 and recall >= 0.6
+    assert (report[0].precision, report[0].recall) == pytest.approx((precision, recall))
+    scores = [dice(postprocess(probs[k], presence[k], params).masks[0], truths[k][0]) for k in range(n)]
+    assert report[0].dice == pytest.approx(np.mean(scores), abs=1e-5)
+    assert report[0].dice < plain_report[0].dice  # the floors cost Dice here, and the report says how much
+
+
+def test_floors_that_cannot_be_met_are_reported_not_hidden() -> None:
+    probs, presence, truths = _case(3)
+    defaults = starting_values(PostprocessParams())
+    _, report = tune_postprocess(probs, presence, truths, 4, defaults, min_precision=1.0, min_recall=1.0)
+    for choice in report:
+        if not choice.floors_met:
+            assert (choice.precision or 0.0) < 1.0 or (choice.recall or 0.0) < 1.0

@@ -75,6 +75,14 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from steel_train.retune import retune
+
+    metrics = retune(Path(args.run), parse_set_flags(args.set))
+    print(json.dumps(metrics, indent=None if args.json else 2, default=str))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from steel_train.evaluate import evaluate_path
 
@@ -128,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     cv.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     cv.set_defaults(func=_cmd_cv)
+
+    tune = sub.add_parser("tune", help="tune a seg run's post-processing again on its own validation split "
+                          "(e.g. with new postprocess.* settings), no retraining; rewrites its metrics")
+    tune.add_argument("run", help="seg run folder written by steel-train fit")
+    tune.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="override a config key of the run, e.g. postprocess.tune_min_recall=0.6 (repeatable)")
+    tune.add_argument("--json", action="store_true", help="print one JSON object on one line")
+    tune.set_defaults(func=_cmd_tune)
 
     evaluate = sub.add_parser("evaluate", help="score a model (.keras, .onnx or run folder) on a data folder")
     evaluate.add_argument("--model", required=True)

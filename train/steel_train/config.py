@@ -172,6 +172,14 @@ class PostprocessDefaults(_Strict):
         description="the parameters tuning searches; the others keep the values above (on a few dozen images, "
         "e.g. [pixel_threshold, min_area]: fewer free parameters, less noise tuned in)"
     )
+    tune_min_precision: float = Field(
+        0.0, ge=0, le=1, description="floor on each class's image-level precision on the tuning images: tuning takes "
+        "the best Kaggle Dice among settings meeting both floors (or the setting closest to them); 0 = Dice alone"
+    )
+    tune_min_recall: float = Field(
+        0.0, ge=0, le=1, description="floor on each class's image-level recall on the tuning images (see "
+        "tune_min_precision): Dice alone would call a rare class never when its masks are rough"
+    )
     tune_on: list[int] | None = Field(
         None, description="positions (0-based, in --data order) of the data folders whose held-out images the tuning "
         "and its out-of-fold estimates use, e.g. [1] for the real images when synthetic frames come first; "

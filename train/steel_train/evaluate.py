@@ -213,7 +213,9 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
         keep = np.array([defaults.tune_on is None or r.source in defaults.tune_on for r in val_src.records])
         chosen, report = tune_postprocess(probs[keep], None if presence is None else presence[keep],
                                           (item.masks() for item, k in zip(items, keep, strict=True) if k), stride,
-                                          start, soft_gate=defaults.gate == "soft", keys=defaults.tune_keys)
+                                          start, soft_gate=defaults.gate == "soft", keys=defaults.tune_keys,
+                                          min_precision=defaults.tune_min_precision,
+                                          min_recall=defaults.tune_min_recall)
         tuning = [vars(r) for r in report]
     params = PostprocessParams(gate=defaults.gate, **chosen)
     (out / "postprocess.json").write_text(params.model_dump_json(indent=2))

@@ -130,7 +130,8 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
         if d.tune:
             probs, presence, masks = pooled([g for j, g in enumerate(folds) if j != f])
             chosen, _ = tune_postprocess(probs, presence, masks, stride, start, soft_gate=soft,
-                                         keys=d.tune_keys)
+                                         keys=d.tune_keys, min_precision=d.tune_min_precision,
+                                         min_recall=d.tune_min_recall)
             n_metrics, n_per = score_seg(batch, PostprocessParams(gate=d.gate, **chosen))
             nested += _image_dice(n_per)
             row["dice_tuned_on_other_folds"] = n_metrics["dice_mean"]
@@ -142,7 +143,8 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     oof_nested = float(np.mean(nested)) if nested else None
     if d.tune:
         chosen, report = tune_postprocess(probs, presence, masks, stride, start, soft_gate=soft,
-                                         keys=d.tune_keys)
+                                         keys=d.tune_keys, min_precision=d.tune_min_precision,
+                                         min_recall=d.tune_min_recall)
         tuning = [vars(r) for r in report]
         if oof_nested is not None and oof_nested > oof_default:
             params, choice = PostprocessParams(gate=d.gate, **chosen), "tuned"
