@@ -57,3 +57,26 @@ def test_loss_matches_bce_plus_dice() -> None:
     bce = -np.log(p)
     dice = (2 * n * p + 1) / (n + n * p + 1)
     assert value == pytest.approx(1.05 * bce + 2.0 * (1 - dice), rel=1e-4)
+
+
+def test_dice_over_present_classes_leaves_an_absent_class_to_bce() -> None:
+    """fit.dice_classes=present: a class with no labelled pixel in the batch adds nothing to the Dice term, so a
+    rare class is not pushed to zero in every batch that lacks it; with all classes it is."""
+    import keras
+
+    from steel_train.losses import BceDiceLoss
+
+    y = np.zeros((2, 8, 8, 4), np.float32)
+    y[:, 2:6, 2:6, 0] = 1.0  # class 0 labelled, classes 1-3 absent from the batch
+    pred = np.full((2, 8, 8, 4), 0.3, np.float32)
+    pred[..., 0] = y[..., 0]  # class 0 predicted exactly
+    bce_only = BceDiceLoss(dice_weight=0.0)(y, pred)
+    present = BceDiceLoss(dice_weight=1.0, present_only=True)(y, pred)
+    every = BceDiceLoss(dice_weight=1.0)(y, pred)
+    # class 0 is perfect, so the present-only Dice term is (1 - (2*32+1)/(64+1)) = 0
+    assert float(present) == pytest.approx(float(bce_only), abs=1e-5)
+    # all classes: each absent one scores 1/(1 + 0.3*128), a Dice loss of about 0.97 for three of four classes
+    assert float(every) - float(bce_only) == pytest.approx(0.75 * (1 - 1 / (1 + 0.3 * 128)), abs=1e-3)
+    restored = BceDiceLoss.from_config(BceDiceLoss(present_only=True).get_config())
+    assert restored.present_only
+    assert keras.saving.get_registered_object("steel>BceDiceLoss") is BceDiceLoss

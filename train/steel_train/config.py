@@ -137,6 +137,12 @@ class FitConfig(_Strict):
         "on the validation images, e.g. when they are the out-of-fold images being scored)"
     )
     dice_weight: float = Field(1.0, ge=0, description="seg: weight of the soft-Dice term beside BCE")
+    dice_classes: Literal["all", "present"] = Field(
+        "all", description="seg: which classes the batch's soft-Dice term averages over. all: every class, and a "
+        "class absent from the batch scores 1/(1 + predicted area), so any output for it is punished in every batch "
+        "without it; a class in 1 batch of 20 (class 2 on real frames) is pushed to 0 everywhere. present: only the "
+        "classes with a labelled pixel in the batch (BCE alone weighs the others)"
+    )
     presence_weight: float = Field(0.5, ge=0, description="seg: weight of the presence-head BCE")
     weight_decay: float = Field(0.0, ge=0, le=0.1, description="decoupled weight decay (AdamW); 0 = plain Adam")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cls/baseline: label smoothing of the targets")

@@ -236,7 +236,8 @@ def compile_seg(model: Any, cfg: TrainConfig) -> None:
 
     model.compile(
         optimizer=optimizer(cfg),
-        loss={"masks": BceDiceLoss(cfg.fit.dice_weight), "presence": keras.losses.BinaryCrossentropy()},
+        loss={"masks": BceDiceLoss(cfg.fit.dice_weight, present_only=cfg.fit.dice_classes == "present"),
+              "presence": keras.losses.BinaryCrossentropy()},
         loss_weights={"masks": 1.0, "presence": cfg.fit.presence_weight},
         metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy")]},
     )

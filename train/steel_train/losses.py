@@ -27,11 +27,12 @@ class BceDiceLoss(keras.losses.Loss):
     """
 
     def __init__(self, dice_weight: float = 1.0, smooth: float = 1.0, leak: float = 0.05, name: str = "bce_dice",
-                 **kwargs: Any) -> None:
+                 present_only: bool = False, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.dice_weight = dice_weight
         self.smooth = smooth
         self.leak = leak
+        self.present_only = present_only  # fit.dice_classes=present: Dice over the classes labelled in the batch
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         bounded = ops.mean(keras.losses.binary_crossentropy(y_true, ops.clip(y_pred, 1e-6, 1.0 - 1e-6)))
@@ -40,7 +41,13 @@ class BceDiceLoss(keras.losses.Loss):
         inter = ops.sum(y_true * y_pred, axis=axes)
         total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
         dice = (2.0 * inter + self.smooth) / (total + self.smooth)
-        return bounded + self.leak * unbounded + self.dice_weight * (1.0 - ops.mean(dice))
+        if self.present_only:
+            present = ops.cast(ops.sum(y_true, axis=axes) > 0, dice.dtype)
+            dice_loss = ops.sum((1.0 - dice) * present) / ops.maximum(ops.sum(present), 1.0)
+        else:
+            dice_loss = ops.mean(1.0 - dice)
+        return bounded + self.leak * unbounded + self.dice_weight * dice_loss
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "dice_weight": self.dice_weight, "smooth": self.smooth, "leak": self.leak}
+        return {**super().get_config(), "dice_weight": self.dice_weight, "smooth": self.smooth, "leak": self.leak,
+                "present_only": self.present_only}
