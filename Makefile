@@ -11,6 +11,11 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 $(EDGE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(EDGE_VENV)/bin/pip install $(PIP_FLAGS) -e '.[edge]'
+	touch $@
+
+# The edge environment plus the test tools, for the edge suite.
+$(EDGE_VENV)/.installed-dev: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/pip install $(PIP_FLAGS) -e '.[edge,dev]'
 	touch $@
 
@@ -35,7 +40,7 @@ test: lint
 	$(VENV)/bin/python -m pytest
 
 # The edge suite where only the `edge` extra is installed: TensorFlow tests skip, the rest must pass.
-test-edge: $(EDGE_VENV)/.installed
+test-edge: $(EDGE_VENV)/.installed-dev
 	$(EDGE_VENV)/bin/python -m pytest -m "not tf"
 
 clean:

@@ -7,7 +7,7 @@ wrong. The file is read once: the sha256 reported in every event is the hash of 
 session was built from.
 
 Threads: onnxruntime sizes its pool from the host's physical cores, not from the process's CPU affinity
-or container quota (DESIGN.md), so the default here is ``len(os.sched_getaffinity(0))``. Execution is
+or container quota (docs/design.md), so the default here is ``len(os.sched_getaffinity(0))``. Execution is
 sequential (one conv net is a chain; parallel branches buy nothing and cost a second pool).
 """
 

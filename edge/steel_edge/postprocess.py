@@ -59,7 +59,7 @@ _FEW_COMPONENTS = 64
 
 
 class PostprocessParams(BaseModel):
-    """Per-class post-processing parameters, classes 1..4 in order; defaults from DESIGN.md."""
+    """Per-class post-processing parameters, classes 1..4 in order; defaults from docs/design.md."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,6 +1,6 @@
 """Keras -> ONNX with tf2onnx, and the contract written into the file's metadata.
 
-The recipe (DESIGN.md, "Toolchain facts"): wrap the model in a ``tf.function`` with an explicit input
+The recipe (docs/design.md, "Toolchain facts"): wrap the model in a ``tf.function`` with an explicit input
 signature, convert with ``tf2onnx.convert.from_function`` at opset 17, rename the dynamic batch dimension
 to ``batch``. Height and width stay fixed: a dynamic spatial size adds ~180 shape operations and ran ~8x
 slower. The ONNX input is NCHW (N, 1, H, W) (tf2onnx ``inputs_as_nchw``), though the Keras model is NHWC:

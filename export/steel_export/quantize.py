@@ -1,6 +1,6 @@
 """INT8: static QDQ per-channel quantization, judged against fp32 on the same images in the same run.
 
-``quantize_dynamic`` made conv nets slower (DESIGN.md), so only static quantization is offered: ranges
+``quantize_dynamic`` made conv nets slower (docs/design.md), so only static quantization is offered: ranges
 are calibrated on real-format images, weights per output channel. Whether INT8 pays depends on the
 model's size and on the CPU (VNNI), so nothing is assumed: both files run on the same images, timed
 interleaved (so a neighbour's load hits both alike), and INT8 is kept only when it is faster by at least

@@ -165,7 +165,7 @@ class FitConfig(_Strict):
 
 
 class PostprocessDefaults(_Strict):
-    """Starting values (DESIGN.md: what the best solutions used); tuning on validation data replaces them."""
+    """Starting values (docs/design.md: what the best solutions used); tuning on validation data replaces them."""
 
     gate: Literal["hard", "soft", "none"] = "hard"
     presence_threshold: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.5)

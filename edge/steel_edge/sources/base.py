@@ -14,7 +14,7 @@ A source is named by one string (``camera0``, ``/dev/video0``, ``line.avi``, ``r
 - ``FrameError`` means one frame or file could not be used (corrupt JPEG, wrong size): the daemon
   publishes an ``error`` event for it and reads on. Folder sources move the file to quarantine first.
 
-``live`` decides the back-pressure policy (DESIGN.md): a live source's frames are dropped oldest-first
+``live`` decides the back-pressure policy (docs/design.md): a live source's frames are dropped oldest-first
 when the pipeline is behind, because the camera will not wait; a file source's frames wait.
 """
 
