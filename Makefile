@@ -34,6 +34,7 @@ demo: $(EDGE_VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Everything: lint, types, and the whole test suite (TensorFlow tests included).
 test: lint

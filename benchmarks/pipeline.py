@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from steel_edge.bench import bench_main
+from steel_edge.cli.bench import bench_main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -36,9 +36,10 @@ def main() -> None:
 
     from steel_edge.configfile import parse_set_flags
     from steel_train.config import load_train_config
-    from steel_train.fit import compile_seg, load_seg_records, seed_everything
+    from steel_train.fit import compile_seg, seed_everything
     from steel_train.models import build_seg
     from steel_train.pipeline import SegSource, seg_datasets
+    from steel_train.records import load_seg_records
 
     cfg = load_train_config("seg", None, parse_set_flags(args.set))
     seed_everything(0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import zmq
 
 from steel_edge.config import EdgeConfig
-from steel_edge.daemon import Daemon
+from steel_edge.daemon import build_daemon
 from steel_edge.events import AnyEvent, DefectEvent, EndOfStreamEvent, ErrorEvent, decode_message
 
 
@@ -41,7 +41,7 @@ class Run:
     """A daemon on a thread plus a SUB socket on its endpoint; ``events`` (and ``crops``) collect what arrived."""
 
     def __init__(self, cfg: EdgeConfig) -> None:
-        self.daemon = Daemon(cfg)
+        self.daemon = build_daemon(cfg)
         self.endpoint = self.daemon.publisher.bound[0]
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)

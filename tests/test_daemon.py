@@ -23,7 +23,7 @@ import pytest
 import zmq
 
 from daemon_helpers import Run, check_stream, free_endpoint, make_config, running
-from steel_edge.daemon import BUNDLED_MODEL, Daemon
+from steel_edge.daemon import BUNDLED_MODEL, build_daemon
 from steel_edge.data.severstal import load_severstal
 from steel_edge.data.synth import write_dataset
 from steel_edge.demo import event_masks
@@ -367,7 +367,7 @@ def test_two_daemons_through_the_proxy_reach_one_subscriber(synth_dir: Path, tmp
             for cam, folder in folders:
                 cfg = make_config(f"folder:{folder}", tmp_path / f"state-{cam}", camera=cam,
                                   publish={"endpoints": [f">{proxy.frontend}"]})
-                d = Daemon(cfg)
+                d = build_daemon(cfg)
                 t = threading.Thread(target=d.run, daemon=True)
                 t.start()
                 daemons.append((d, t))
@@ -404,6 +404,8 @@ def test_camera_loss_reconnects_with_backoff_and_says_so(tmp_path: Path) -> None
     assert back.reconnects == 1 and source.opens == 2  # type: ignore[attr-defined]
     # the two failed reopens were announced too, and the stream went on with fresh frame ids
     assert sum(isinstance(e, StatusEvent) and e.state == "reconnecting" for e in run.events) == 3
+    # reconnects counts successful reopenings: none while the camera is away, one once it is back
+    assert all(e.reconnects == 0 for e in run.of(StatusEvent) if e.state == "reconnecting")
     ids = [e.frame_id for e in run.of(DefectEvent)]
     assert len(set(ids)) == len(ids)
     _seq_gapless(run)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from steel_edge.cli.tools import keys_main
 from steel_edge.config import EdgeConfig
-from steel_edge.daemon import BUNDLED_MODEL, Daemon
+from steel_edge.daemon import BUNDLED_MODEL, build_daemon
 from steel_edge.events import DefectEvent
 from steel_edge.model import ModelContractError
 from steel_edge.resume import ReplayClient, ReplayError
-from steel_edge.security import apply_client_curve, keys_main
+from steel_edge.security import apply_client_curve
 from steel_edge.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ def test_curve_daemon_serves_only_allowed_subscribers(tmp_path: Path) -> None:
     (keys / "clients" / "intruder.key").unlink()  # generated, then struck off the allow-list
     cfg = _cfg(tmp_path, security={"curve_secret_key": str(keys / "daemon.key_secret"),
                                    "curve_allowed_clients": str(keys / "clients")})
-    daemon = Daemon(cfg)
+    daemon = build_daemon(cfg)
     assert daemon.replay is not None
     endpoint, replay = daemon.publisher.bound[0], daemon.replay.endpoint
 
@@ -69,12 +70,12 @@ def test_curve_daemon_serves_only_allowed_subscribers(tmp_path: Path) -> None:
 
 def test_a_pinned_model_sha256_refuses_any_other_model(tmp_path: Path) -> None:
     with pytest.raises(ModelContractError, match="pins"):
-        Daemon(_cfg(tmp_path, security={"model_sha256": "0" * 64}))
+        build_daemon(_cfg(tmp_path, security={"model_sha256": "0" * 64}))
     import hashlib
 
     good = hashlib.sha256(BUNDLED_MODEL.read_bytes()).hexdigest()
-    d = Daemon(_cfg(tmp_path, security={"model_sha256": good}))
-    d._close_zmq()
+    d = build_daemon(_cfg(tmp_path, security={"model_sha256": good}))
+    d.close()
 
 
 def test_cli_warns_about_unsafe_permissions_and_refuses_a_bad_key(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from steel_edge.config import EdgeConfig, JournalConfig
-from steel_edge.daemon import Daemon
+from steel_edge.daemon import build_daemon
 from steel_edge.events import ModelInfo, StatusEvent, encode, topic_of, utcnow
 from steel_edge.journal import Journal, JournalReader
 from steel_edge.replay import REPLAY_SCHEMA, ReplayServer
@@ -109,7 +109,7 @@ def test_a_slow_subscriber_loses_live_messages_and_replay_recovers_every_one(tmp
         "pipeline": {"overflow": "wait"}, "status": {"interval_s": 0.2}, "reload": {"enabled": False},
         "journal": {"path": str(state / "events.journal"), "replay_endpoint": "tcp://127.0.0.1:*"},
     })
-    daemon = Daemon(cfg)
+    daemon = build_daemon(cfg)
     assert daemon.replay is not None
     endpoint, replay = daemon.publisher.bound[0], daemon.replay.endpoint
 
@@ -126,7 +126,7 @@ def test_a_slow_subscriber_loses_live_messages_and_replay_recovers_every_one(tmp
             deadline = time.monotonic() + 60
             while daemon.stats.frames_out < 1000 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            target = daemon.publisher.last_seq
+            target = daemon.sequencer.last_seq
             assert target is not None and target > 1000
             seqs = [first.event.seq]
             while seqs[-1] < target + 20:

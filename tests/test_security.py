@@ -16,12 +16,12 @@ import pytest
 import zmq
 import zmq.auth
 
+from steel_edge.cli.tools import keys_main
 from steel_edge.security import (
     CurveServer,
     SecurityError,
     apply_client_curve,
     generate_keypair,
-    keys_main,
     permission_warnings,
 )
 
@@ -122,6 +122,10 @@ def test_keys_main_prints_config(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"curve_secret_key: {(tmp_path / 'k' / 'daemon.key_secret').resolve()}" in out
     assert f"curve_allowed_clients: {(tmp_path / 'k' / 'clients').resolve()}" in out
     assert "--curve-server-key" in out and "private/hmi.key_secret" in out
+    # the printed command runs as shown: it names the daemon's endpoint
+    assert "steel-edge subscribe tcp://127.0.0.1:5555 --curve-server-key" in out
+    assert keys_main([str(tmp_path / "k2"), "--client", "hmi", "--endpoint", "tcp://10.0.0.5:6000"]) == 0
+    assert "steel-edge subscribe tcp://10.0.0.5:6000 --curve-server-key" in capsys.readouterr().out
 
 
 def test_keys_main_refuses_to_overwrite(keys: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ import zmq
 
 from daemon_helpers import free_endpoint
 from steel_edge.config import EdgeConfig
-from steel_edge.daemon import Daemon
+from steel_edge.daemon import build_daemon
 from steel_edge.events import DefectEvent, EndOfStreamEvent, StatusEvent, decode_message
 from steel_edge.subscriber import Subscriber
 
@@ -78,7 +78,7 @@ def test_a_refusing_journal_is_counted_and_events_still_go_out(tmp_path: Path) -
         "publish": {"endpoints": ["tcp://127.0.0.1:*"]}, "status": {"interval_s": 0.2},
         "journal": {"path": str(tmp_path / "j.journal"), "replay_endpoint": None},
     })
-    daemon = Daemon(cfg)
+    daemon = build_daemon(cfg)
     assert daemon.journal is not None
     t = threading.Thread(target=daemon.run, daemon=True)
     with Subscriber(daemon.publisher.bound[0]) as sub:

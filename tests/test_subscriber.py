@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import zmq
 
+from steel_edge.cli.subscribe import subscribe_main
+from steel_edge.cli.tools import proxy_main
 from steel_edge.events import (
     DefectEvent,
     DefectItem,
@@ -33,8 +35,8 @@ from steel_edge.events import (
     topic,
     topic_of,
 )
-from steel_edge.proxy import Proxy, proxy_main
-from steel_edge.subscriber import Gap, GapDetector, Received, Subscriber, subscribe_main
+from steel_edge.proxy import Proxy
+from steel_edge.subscriber import Gap, GapDetector, Received, Subscriber
 
 T0 = datetime(2026, 11, 24, 13, 48, 28, 123456, tzinfo=timezone.utc)
 INFO = ModelInfo(sha256="ab" * 32, kind="seg", code_version="0.1.0+gabc")
@@ -249,7 +251,8 @@ def test_subscribe_prints_json_lines_and_reports_gaps(pub: Pub, tmp_path: Path,
     assert rc == 0 and len(lines) == 4
     assert [decode(line) for line in lines] == [e for e, _ in messages[:4]]
     assert lines[1] == encode(messages[1][0]).decode()
-    assert (tmp_path / "crops" / f"{result(1).event_id}.jpg").read_bytes() == JPEG
+    # named after camera and frame (without the .png), with the event id's head: cam0_strip_0001_<id>.jpg
+    assert (tmp_path / "crops" / f"cam0_strip_0001_{result(1).event_id[:12]}.jpg").read_bytes() == JPEG
     assert "steel-edge subscribe: gap: publisher 01234567…: seq 3..4 missing (2 messages)\n" in err
     assert "4 events, 1 gap (2 messages missing), 0 invalid" in err
 

@@ -134,13 +134,13 @@ def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     from steel_edge.postprocess import PostprocessParams
     from steel_train.config import load_train_config
     from steel_train.evaluate import evaluate_path
-    from steel_train.fit import fit
+    from steel_train.oof import fit_oof
 
     second = tmp_path / "second"
     write_dataset(second, images=8, seed=4)
     # Tune on the second folder only (as with real frames beside synthetic ones); score both.
     cfg = load_train_config("seg", None, {**TINY_SEG, **NO_TEST, "data.oof_folds": 2, "postprocess.tune_on": [1]})
-    result = fit([synth_dir, second], cfg, tmp_path / "run")
+    result = fit_oof([synth_dir, second], cfg, tmp_path / "run")
     run = tmp_path / "run"
     metrics = _check_run(run, "seg")
     assert metrics == json.loads(json.dumps(result["metrics"], default=str))
@@ -176,7 +176,7 @@ def test_seg_out_of_fold_run(synth_dir: Path, tmp_path: Path) -> None:
     assert evaluate_path(run, synth_dir)["images"] == 16
     bad = load_train_config("seg", None, {**TINY_SEG, **NO_TEST, "data.oof_folds": 2, "postprocess.tune_on": [2]})
     with pytest.raises(ValueError, match="tune_on"):
-        fit([synth_dir, second], bad, tmp_path / "bad")  # refused before any training
+        fit_oof([synth_dir, second], bad, tmp_path / "bad")  # refused before any training
 
 
 def test_baseline_fit(synth_dir: Path, tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """``steel-edge bench``: how much of the model's raw speed the whole pipeline delivers, measured in one run.
 
-    steel-edge bench [--model FILE] [--frames N] [--batch-size B] [--threads T] [--json]
-                     [--skip-keras] [--keras RUN_DIR_OR_FILE.keras] [--keras-frames N] [--seed S]
+    steel-edge bench [--model FILE] [--frames N] [--batch-size B] [--threads T] [--json] [--seed S]
 
 Every figure comes from the *same* N synthetic strip frames (``steel_edge.data.synth.write_dataset``:
 JPEGs on disk, about half of them defect-free, like a real line), so the ratios compare like with like:
@@ -25,29 +24,20 @@ JPEGs on disk, about half of them defect-free, like a real line), so the ratios 
   its peak resident memory (``ru_maxrss`` of exactly that child, from ``os.wait4``), the time from spawning
   it to the first result received (interpreter start, imports, model load, bind, first batch), and its
   throughput measured as for ``e2e``. This is what an operator sees on the edge box.
-- ``keras``: the same architecture through Keras ``predict`` (only where TensorFlow is installed; never on
-  an edge box). The bundled ONNX model has no Keras twin on disk, so unless ``--keras`` names a trained
-  model, ``steel_train.models.build_seg`` builds the bundled model's architecture (the ``architecture``
-  of its record ``models/default_seg.json``, written by ``scripts/build_default_model.sh``) with
-  random weights: speed does not depend on the weights. TensorFlow is imported inside that function only
-  (the edge package must not pull it in; ``tests/test_edge_light.py``).
+The Keras comparison (the same architecture through Keras ``predict``) lives outside the edge package,
+in ``benchmarks/onnx_vs_keras.py``: the edge never imports TensorFlow, by any route.
 
 Nothing here asserts a speed: machines are shared and noisy. The output names the machine it ran on.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
-import json
 import os
 import platform
 import resource
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -58,13 +48,14 @@ import numpy as np
 import zmq
 
 from steel_edge.config import EdgeConfig
-from steel_edge.daemon import BUNDLED_MODEL, Daemon
+from steel_edge.daemon import build_daemon
 from steel_edge.data.imageio import decode_gray
 from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent
-from steel_edge.model import EdgeModel, available_threads, load_model
+from steel_edge.model import EdgeModel, available_threads
 from steel_edge.subscriber import Subscriber
 
 PROG = "steel-edge bench"
+DESCRIPTION = "How much of the model's raw speed the whole pipeline delivers, measured in one run."
 _RECV_TIMEOUT_S = 120.0  # no event for this long means the daemon is stuck: fail rather than hang
 
 
@@ -95,7 +86,7 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, np.float64), q)) if values else None
 
 
-def _vm_hwm_mb() -> float:
+def vm_hwm_mb() -> float:
     """Peak resident memory of this process so far (``VmHWM``), MB; ru_maxrss where /proc is absent."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -115,14 +106,14 @@ def _cpu_ticks() -> tuple[int, int] | None:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
-class _Steal:
+class Steal:
     """CPU time the hypervisor gave to other guests during a phase, in percent of all CPU time.
 
     On a shared VM this is what makes the same command 2x slower from one minute to the next; a figure
     measured under heavy steal is not comparable, so each phase reports it.
     """
 
-    def __enter__(self) -> _Steal:
+    def __enter__(self) -> Steal:
         self.start = _cpu_ticks()
         self.pct: float | None = None
         return self
@@ -269,7 +260,7 @@ class _Collector:
 
 def bench_e2e(cfg: EdgeConfig, frames: int) -> dict[str, Any]:
     """The real daemon on a thread of this process, read by a ``Subscriber`` connected before it starts."""
-    daemon = Daemon(cfg)
+    daemon = build_daemon(cfg)
     codes: list[int] = []
     failure: list[BaseException] = []
 
@@ -305,7 +296,7 @@ def bench_live(model_path: Path, threads: int, fps: float, seconds: float) -> di
         "inference": {"threads": threads}, "reload": {"enabled": False}, "journal": {"enabled": False},
         "status": {"interval_s": 1.0},
     })
-    daemon = Daemon(cfg)
+    daemon = build_daemon(cfg)
     thread = threading.Thread(target=daemon.run, name="bench-live", daemon=True)
     with Subscriber(daemon.publisher.bound[0]) as sub:
         collector = _Collector(sub)
@@ -397,172 +388,3 @@ def bench_subprocess(folder: Path, model_path: Path, state_dir: Path, batch_size
             "start_to_first_event_s": collector.first_event - t_spawn,
             "start_to_first_result_s": collector.first_result - t_spawn,
             "fps": summary["fps"], "latency_ms": summary["latency_ms"]}
-
-
-# -- Keras ------------------------------------------------------------------------------------------
-def tensorflow_available() -> bool:
-    return importlib.util.find_spec("tensorflow") is not None
-
-
-def bundled_keras_twin(shape: tuple[int, int]) -> tuple[Any, str]:
-    """The bundled model's architecture as a Keras model with random weights (speed does not depend on them),
-    read from the record its build script writes beside it; and a description. Needs TensorFlow."""
-    from steel_train.config import ModelConfig
-    from steel_train.models import build_seg
-
-    arch = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())["architecture"]
-    model = build_seg(ModelConfig(input_height=shape[0], input_width=shape[1], **arch))
-    return model, "build_seg(" + ", ".join(f"{k}={v}" for k, v in arch.items()) + "), random weights"
-
-
-def bench_keras(keras_model: Path | None, files: Sequence[Path], shape: tuple[int, int], batch_size: int,
-                threads: int) -> dict[str, Any]:
-    """Keras ``predict`` on the same frames, batch size and thread count. TensorFlow is imported here only."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not a result
-    tf = importlib.import_module("tensorflow")
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras = importlib.import_module("keras")
-    if keras_model is not None:
-        path = keras_model / "model.keras" if keras_model.is_dir() else keras_model
-        model = keras.saving.load_model(path, compile=False)
-        source = str(path)
-    else:
-        model, source = bundled_keras_twin(shape)
-    x = _decode(files, shape).astype(np.float32)[..., None]
-    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm-up: tracing and graph building
-    t0 = time.perf_counter()
-    model.predict(x, batch_size=batch_size, verbose=0)
-    seconds = time.perf_counter() - t0
-    return {"model": source, "frames": len(files), "seconds": seconds, "fps": len(files) / seconds,
-            "tensorflow": tf.__version__, "keras": keras.__version__}
-
-
-# -- the command ------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    defaults = EdgeConfig()
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="ONNX model (default: the bundled one)")
-    parser.add_argument("--frames", type=int, default=400, help="synthetic 1600x256 frames to run (default 400)")
-    parser.add_argument("--batch-size", type=int, default=defaults.pipeline.batch_size,
-                        help=f"onnxruntime batch (default: the daemon's, {defaults.pipeline.batch_size})")
-    parser.add_argument("--threads", type=int, default=defaults.inference.threads,
-                        help="intra-op threads (default: the daemon's, the CPU affinity minus one)")
-    parser.add_argument("--repeat", type=int, default=3, help="raw onnxruntime passes; the median counts (default 3)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    parser.add_argument("--skip-keras", action="store_true", help="do not run the Keras comparison")
-    parser.add_argument("--skip-subprocess", action="store_true", help="do not run the daemon as a child process")
-    parser.add_argument("--keras", type=Path, help="a Keras model (.keras file or steel-train run folder) "
-                                                   "of the ONNX model's architecture (default: built, random weights)")
-    parser.add_argument("--keras-frames", type=int, default=100, help="frames for Keras predict (default 100)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--live-seconds", type=float, default=5.0,
-                        help="live-mode phase: a fake camera at twice the end-to-end rate for this long (0: skip)")
-    return parser
-
-
-def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Every measurement, in the order that keeps them apart: memory-hungry TensorFlow last."""
-    threads = args.threads or max(1, available_threads() - 1)  # the daemon's own default (daemon.py)
-    model_path = Path(args.model).resolve()
-    data = work / "data"
-    files = make_frames(data, args.frames, args.seed)
-    folder = data / "train_images"
-    model = load_model(model_path, threads=threads, spinning=EdgeConfig().inference.spinning)
-    spec = model.contract.input
-    report: dict[str, Any] = {
-        "machine": machine(), "model": {"path": str(model_path), "sha256": model.sha256, "kind": model.kind,
-                                        "input": f"{spec.width}x{spec.height}"},
-        "frames": args.frames, "batch_size": args.batch_size, "threads": threads,
-    }
-    with _Steal() as steal:
-        report["raw"] = bench_raw(model, files, args.batch_size, args.repeat)
-    report["raw"]["cpu_steal_pct"] = steal.pct
-    del model
-    if threads < available_threads():
-        # for the record: the model alone with every core, which no pipeline that also decodes can reach
-        every = load_model(model_path, threads=available_threads(), spinning=EdgeConfig().inference.spinning)
-        report["raw_all_cores"] = bench_raw(every, files, args.batch_size, args.repeat)
-        del every
-    cfg = bench_config(folder, model_path, work / "state-inproc", args.batch_size, threads)
-    with _Steal() as steal:
-        report["e2e"] = bench_e2e(cfg, args.frames)
-    report["e2e"]["cpu_steal_pct"] = steal.pct
-    report["pipeline_efficiency"] = report["e2e"]["fps"] / report["raw"]["fps"]
-    if args.live_seconds > 0:
-        report["live"] = bench_live(model_path, threads, 2 * report["e2e"]["fps"], args.live_seconds)
-    if "raw_all_cores" in report:
-        report["e2e_vs_raw_all_cores"] = report["e2e"]["fps"] / report["raw_all_cores"]["fps"]
-    report["bench_peak_rss_mb"] = _vm_hwm_mb()
-    if not args.skip_subprocess:
-        report["subprocess"] = bench_subprocess(folder, model_path, work / "state-child", args.batch_size, threads,
-                                                args.frames, work / "daemon.log")
-    if args.skip_keras or not tensorflow_available():
-        report["keras"] = None
-    else:
-        keras_files = files[:max(args.batch_size, min(args.keras_frames, len(files)))]
-        report["keras"] = bench_keras(args.keras, keras_files, (spec.height, spec.width), args.batch_size, threads)
-        report["keras"]["onnx_vs_keras"] = report["raw"]["fps"] / report["keras"]["fps"]
-    return report
-
-
-def format_table(r: dict[str, Any]) -> str:
-    """The report for a person: one line per figure, the machine first."""
-    m = r["machine"]
-    e2e, raw = r["e2e"], r["raw"]
-    rows = [
-        ("machine", f"{m['cpu']}, {m['cores']} cores (affinity), python {m['python']}, "
-                    f"onnxruntime {m['onnxruntime']}"),
-        ("model", f"{Path(r['model']['path']).name} ({r['model']['kind']}, {r['model']['input']}, "
-                  f"sha256 {r['model']['sha256'][:12]})"),
-        ("frames / batch / threads", f"{r['frames']} ({e2e['with_defects']} with defects) / {r['batch_size']} / "
-                                     f"{r['threads']}"),
-        ("raw onnxruntime", f"{raw['fps']:.1f} frames/s ({raw['frame_ms']:.2f} ms/frame; median of "
-                            f"{raw['passes']} passes, best {raw['fps_best']:.1f})"),
-        ("end to end (daemon)", f"{e2e['fps']:.1f} frames/s"),
-        ("pipeline efficiency", f"{r['pipeline_efficiency']:.2f} (end to end / raw at the daemon's thread count)"),
-        ("cpu steal raw / e2e", f"{raw['cpu_steal_pct']}% / {e2e['cpu_steal_pct']}% (other VMs' share of our CPUs)"),
-        ("latency read->received", f"p50 {e2e['latency_ms']['p50']:.1f} ms, p99 {e2e['latency_ms']['p99']:.1f} ms"),
-        ("peak RSS (bench process)", f"{r['bench_peak_rss_mb']:.0f} MB"),
-    ]
-    if "raw_all_cores" in r:
-        rows.insert(5, ("raw, every core", f"{r['raw_all_cores']['fps']:.1f} frames/s (the model alone on all "
-                                           f"{m['cores']} cores; end to end is {r['e2e_vs_raw_all_cores']:.2f} of it)"))
-    lv = r.get("live")
-    if lv:
-        lat, late = lv["latency_ms"], lv["latency_ms_second_half"]
-        rows.append(("live, camera at 2x e2e", f"{lv['camera_fps']:.0f} frames/s for {lv['seconds']:.0f} s: "
-                                               f"{lv['results']} results, {lv['drops']} dropped (counted); latency "
-                                               f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms "
-                                               f"(second half p99 {late['p99']:.1f} ms)"))
-    sp = r.get("subprocess")
-    if sp:
-        rows += [("daemon process peak RSS", f"{sp['peak_rss_mb']:.0f} MB"),
-                 ("process start -> first result", f"{sp['start_to_first_result_s']:.2f} s"),
-                 ("daemon process end to end", f"{sp['fps']:.1f} frames/s")]
-    k = r.get("keras")
-    if k:
-        rows += [("keras predict", f"{k['fps']:.1f} frames/s on {k['frames']} frames ({k['model']})"),
-                 ("onnxruntime / keras", f"{k['onnx_vs_keras']:.2f}x")]
-    else:
-        rows.append(("keras predict", "skipped"))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def bench_main(argv: list[str] | None = None) -> int:
-    """``steel-edge bench``: 0 when every measurement was made, 1 when one failed, 2 on a bad command line."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.frames < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
-        parser.error("--frames, --batch-size and --threads must be at least 1")
-    if args.keras_frames < 1 or args.repeat < 1:
-        parser.error("--keras-frames and --repeat must be at least 1")
-    try:
-        with tempfile.TemporaryDirectory(prefix="steel-edge-bench-") as tmp:
-            report = run_bench(args, Path(tmp))
-    except BenchError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
-    return 0

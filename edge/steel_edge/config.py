@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from steel_edge.endpoints import DEFAULT_ENDPOINT
 from steel_edge.events import CameraId
 from steel_edge.postprocess import PostprocessParams
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff")
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -36,6 +36,9 @@ class PublishConfig(_Section):
         0, ge=0, description="batch mode: hold the first message until this many subscriptions arrived "
                              "(ZeroMQ drops what is sent before a subscriber's subscription reaches the publisher)")
     wait_timeout_s: float = Field(10.0, ge=0, description="give up waiting for subscribers after this long")
+    start_grace_s: float = Field(
+        1.0, ge=0, description="file sources (batch, video): wait up to this long for a first subscription before the "
+                               "first message, so a subscriber started before the run receives all of it (0: off)")
     rle: bool = Field(False, description="add each defect's Kaggle RLE to result events")
     crop: Literal["none", "defects"] = Field(
         "none", description="defects: a third message part, a JPEG of the frame region holding the defects")
@@ -83,6 +86,8 @@ class FolderConfig(_Section):
     state_dir: Path | None = Field(None, description="where the processed-file ledger lives; default DIR/.steel-edge")
     quarantine: bool = Field(True, description="move unreadable files to the quarantine folder (else record only)")
     quarantine_dir: Path | None = Field(None, description="default: STATE_DIR/quarantine")
+    reprocess: bool = Field(False, description="process every file again, whatever the ledger says (--reprocess); "
+                                               "the ledger goes on recording")
 
 
 class LiveConfig(_Section):
@@ -138,8 +143,22 @@ class JournalConfig(_Section):
     sync: Literal["normal", "full"] = Field(
         "normal", description="normal: survives a killed process; full: also a power loss (fsync per event, slower)")
     replay_endpoint: str | None = Field(
-        "tcp://127.0.0.1:5558", description="ROUTER endpoint serving replay requests (none: off); loopback by default")
+        "auto", description="ROUTER endpoint serving replay requests; auto: the first publish endpoint's port + 3 "
+                            "(5555 -> 5558, so daemons on different ports never collide); none: off")
     replay_max_batch: int = Field(1000, ge=1, le=100_000, description="events per replay reply at most")
+
+
+class JsonlConfig(_Section):
+    """The JSON Lines sink: every event, one JSON object a line, beside (or instead of) ZeroMQ."""
+
+    path: Path | None = Field(None, description="write events to this file (none: off); rotated files get .1, .2, ...")
+    max_bytes: int = Field(64 << 20, ge=4096, description="rotate when the file would grow past this size")
+    keep: int = Field(10, ge=0, description="rotated files kept (the oldest beyond this is deleted)")
+    fsync: Literal["never", "rotate", "every"] = Field(
+        "rotate", description="never: the OS decides (each line is still written through at once); rotate: fsync "
+                              "when a file is rotated or closed; every: fsync each event (power-loss safe, slower)")
+    kinds: tuple[Literal["result", "status", "error", "eos"], ...] = Field(
+        ("result", "error", "eos"), min_length=1, description="which event kinds to write")
 
 
 class SecurityConfig(_Section):
@@ -173,4 +192,6 @@ class EdgeConfig(_Section):
     save: SaveConfig = SaveConfig()
     reload: ReloadConfig = ReloadConfig()
     journal: JournalConfig = JournalConfig()
+    jsonl: JsonlConfig = JsonlConfig()
     security: SecurityConfig = SecurityConfig()
+

@@ -32,13 +32,14 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from steel_edge.postprocess import NUM_CLASSES, PostprocessParams
+from steel_edge.heads import HEADS, head_for
+from steel_edge.postprocess import PostprocessParams
 
 CONTRACT_SCHEMA: Final = "steel-edge.model/1"
 # The one metadata_props key holding the contract JSON.
 METADATA_KEY = "steel_edge.contract"
-SEG_OUTPUTS = ("masks", "presence")
-CLS_OUTPUTS = ("probs",)
+SEG_OUTPUTS = HEADS["seg"].outputs
+CLS_OUTPUTS = HEADS["cls"].outputs
 SEVERSTAL_CLASS_IDS = (1, 2, 3, 4)
 NORMALISATION = "grayscale 0..255 as float32; scaling happens inside the graph"
 
@@ -104,22 +105,7 @@ class ModelContract(_Frozen):
             raise ValueError(f"{n} class_ids but {len(self.class_names)} class_names")
         if len(set(self.class_ids)) != n:
             raise ValueError(f"class_ids repeat: {list(self.class_ids)}")
-        names = tuple(o.name for o in self.outputs)
-        if self.kind == "seg":
-            if names != SEG_OUTPUTS:
-                raise ValueError(f"a seg model has outputs {list(SEG_OUTPUTS)}, got {list(names)}")
-            if n != NUM_CLASSES:
-                raise ValueError(f"a seg model has {NUM_CLASSES} classes, got {n}")
-            if self.mask_stride is None or self.postprocess is None:
-                raise ValueError("a seg model needs mask_stride and postprocess")
-            if self.input.height % self.mask_stride or self.input.width % self.mask_stride:
-                raise ValueError(f"mask_stride {self.mask_stride} does not divide the input "
-                                 f"{self.input.height}x{self.input.width}")
-        else:
-            if names != CLS_OUTPUTS:
-                raise ValueError(f"a cls model has outputs {list(CLS_OUTPUTS)}, got {list(names)}")
-            if self.mask_stride is not None or self.postprocess is not None:
-                raise ValueError("mask_stride and postprocess belong to seg models only")
+        head_for(self.kind).check_contract(self)  # each kind's head knows what its contract needs
         return self
 
     @property

@@ -9,11 +9,8 @@ against the labels: the Kaggle Dice it prints is the Dice of the events, the ful
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,32 +24,8 @@ from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent, StatusE
 from steel_edge.metrics import SegmentationScores, all_empty_dice
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="steel-edge demo", description=__doc__.splitlines()[0])
-    p.add_argument("--frames", type=int, default=24, help="generated frames (default 24)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed")
-    p.add_argument("--data", help="a Severstal-layout folder (train.csv + train_images/) instead of generated frames")
-    p.add_argument("--model", help="ONNX model (default: the bundled model)")
-    p.add_argument("--json", action="store_true", help="print each event's JSON payload instead of a summary line")
-    p.add_argument("--keep", help="write the generated frames here and keep them")
-    return p
-
-
-def demo_main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="steel-edge: %(message)s", stream=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="steel-edge-demo-") as tmp:
-        root = Path(args.data) if args.data else Path(args.keep or tmp) / "frames"
-        if not args.data:
-            from steel_edge.data.synth import write_dataset
-
-            print(f"generating {args.frames} strip frames (seed {args.seed}) in {root}", file=sys.stderr)
-            write_dataset(root, images=args.frames, seed=args.seed)
-        return run_demo(root, Path(tmp) / "state", args.model, args.json)
-
-
 def run_demo(root: Path, state_dir: Path, model: str | None, as_json: bool) -> int:
-    from steel_edge.daemon import Daemon
+    from steel_edge.daemon import build_daemon
     from steel_edge.subscriber import Subscriber
 
     truth = {item.image_id: item for item in load_severstal(root).images}
@@ -62,7 +35,7 @@ def run_demo(root: Path, state_dir: Path, model: str | None, as_json: bool) -> i
         folder=FolderConfig(state_dir=state_dir, quarantine=False), status=StatusConfig(interval_s=1.0),
         reload=ReloadConfig(enabled=False),
         journal=JournalConfig(path=state_dir / "events.journal", replay_endpoint="tcp://127.0.0.1:*"))
-    daemon = Daemon(cfg)
+    daemon = build_daemon(cfg)
     endpoint = daemon.publisher.bound[0]
     print(f"daemon publishing on {endpoint}; model {daemon.model_path.name} sha256 {daemon.model.sha256[:12]}; "
           f"subscriber connected", file=sys.stderr)

@@ -188,6 +188,15 @@ class Latency(_Frozen):
     p99_ms: float = Field(..., ge=0)
 
 
+class SinkStatus(_Frozen):
+    """One output's health (``steel_edge.sinks``): can it deliver, and what it delivered and failed."""
+
+    connected: bool = Field(..., description="able to deliver now (bound socket, open file, connected client)")
+    sent: Count = Field(0, description="events delivered since start")
+    errors: Count = Field(0, description="events this sink failed to deliver since start")
+    queued: Count = Field(0, description="events accepted but not yet delivered")
+
+
 class StatusEvent(_Event):
     """``status``: health, sent every ``interval_s``; also the heartbeat (silence for ~3 intervals = dead)."""
 
@@ -206,6 +215,10 @@ class StatusEvent(_Event):
     reconnects: Count = Field(0, description="source reconnects since start")
     journal_errors: Count = Field(0, description="events the journal failed to store since start (disk full, "
                                                  "read-only); they were still sent")
+    sinks: dict[str, SinkStatus] = Field(default_factory=dict, description="each configured output's health")
+    run_start_seq: Count | None = Field(
+        None, description="seq of this daemon run's first message: a subscriber whose first seq from this "
+                          "publisher is higher missed the start of the run")
     model: ModelInfo
 
 
@@ -227,10 +240,14 @@ class EndOfStreamEvent(_Event):
     """``eos``: the last message of a batch run; a subscriber that saw every seq below it saw everything."""
 
     kind: Literal["eos"] = "eos"
-    reason: Literal["complete", "interrupted"] = Field(..., description="interrupted: SIGINT/SIGTERM mid-batch")
+    reason: Literal["complete", "interrupted", "source_failed"] = Field(
+        ..., description="complete: the source ended; interrupted: SIGINT/SIGTERM; source_failed: the source could "
+                         "not be opened or was given up (the error event before this one says why)")
     frames_processed: Count
     errors: Count
     last_seq: Count | None = Field(..., description="seq of the message before this one; none if it is the first")
+    run_start_seq: Count | None = Field(
+        None, description="seq of this run's first message: every seq from it to this one belongs to the run")
 
     @model_validator(mode="after")
     def _last_before(self) -> EndOfStreamEvent:

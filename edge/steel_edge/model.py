@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from steel_edge.contract import ModelContract, ModelContractError, parse_contract
+from steel_edge.heads import Head, head_for
 
 __all__ = ["EdgeModel", "ModelContractError", "available_threads", "load_model"]
 
@@ -82,11 +83,13 @@ class EdgeModel:
         names = [o.name for o in self.contract.outputs]
         return list(self.session.run(names, {self.contract.input.name: x}))
 
+    @property
+    def head(self) -> Head:
+        """What is specific to this model's kind (``steel_edge.heads``)."""
+        return head_for(self.contract.kind)
+
     def _output_shapes(self) -> list[tuple[int, ...]]:
-        """Per-image output shapes from the contract: seg (4, h, w) and (4,), cls (C,)."""
-        n = len(self.contract.class_ids)
-        size = self.contract.mask_size
-        return [(n, *size), (n,)] if size is not None else [(n,)]
+        return self.head.output_shapes(self.contract)
 
     def predict_seg(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) uint8 tiles -> probabilities (N, 4, h, w) float32 and presence (N, 4) float32."""

@@ -2,24 +2,26 @@
 
 The crop is the frame region that holds every reported defect (their union box, padded by 16 px),
 scaled down to ``crop_max_width``: enough for an operator's screen to show what was found without
-sending whole frames over the wire. Saved files are named after the camera and frame id, sanitised, so
-the name says where the frame came from; saving stops at ``max_files`` to protect the disk.
+sending whole frames over the wire. Saved files are named after the camera and frame id, sanitised and without the
+source file's own image extension (``cam0_coil12-0034.jpg`` for ``coil12-0034.png``; tiles add ``_tN``), so
+the name says where the frame came from; annotated frames carry a class-colour legend with the model's
+class names; saving stops at ``max_files`` to protect the disk.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from steel_edge.config import PublishConfig, SaveConfig
+from steel_edge.names import frame_file_name
 from steel_edge.postprocess import Defect
-from steel_edge.viz import draw_mask_outlines
+from steel_edge.sources import Frame
+from steel_edge.viz import draw_legend, draw_mask_outlines
 
 _PAD = 16
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def defects_box(defects: tuple[Defect, ...], shape: tuple[int, int], pad: int = _PAD) -> tuple[int, int, int, int]:
@@ -55,10 +57,6 @@ def crop_jpeg(image: np.ndarray, defects: tuple[Defect, ...], cfg: PublishConfig
     return _jpeg(_shrink(image[y:y + h, x:x + w], cfg.crop_max_width), cfg.jpeg_quality)
 
 
-def safe_name(*parts: str) -> str:
-    return "_".join(_UNSAFE.sub("-", p).strip("-") or "x" for p in parts)[:200]
-
-
 class FrameSaver:
     """Writes annotated frames or crops of results with defects under ``cfg.dir``."""
 
@@ -70,16 +68,20 @@ class FrameSaver:
         self.saved = 0
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def save(self, camera: str, frame_id: str, image: np.ndarray, masks: np.ndarray | None,
-             defects: tuple[Defect, ...]) -> Path | None:
+    def save(self, camera: str, frame: Frame, masks: np.ndarray | None, defects: tuple[Defect, ...],
+             class_names: tuple[str, ...] = ()) -> Path | None:
         if (self.cfg.only_defects and not defects) or self.saved >= self.cfg.max_files:
             return None
+        image = frame.image
         if self.cfg.what == "crops" and defects:
             x, y, w, h = defects_box(defects, image.shape[:2])
             out = image[y:y + h, x:x + w]
+            name = frame_file_name(camera, frame.frame_id, frame.tile, "crop")
         else:
             out = draw_mask_outlines(image, masks) if masks is not None and masks.any() else image
-        path = self.dir / f"{safe_name(camera, frame_id)}.jpg"
+            out = draw_legend(out, names=class_names)
+            name = frame_file_name(camera, frame.frame_id, frame.tile)
+        path = self.dir / name
         path.write_bytes(_jpeg(out, self.quality))
         self.saved += 1
         return path

@@ -15,12 +15,9 @@ ends (the other order hangs), and the process exits normally.
 
 from __future__ import annotations
 
-import argparse
-import signal
-import sys
 import threading
 import uuid
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Final
 
 import zmq
@@ -115,55 +112,3 @@ def run_proxy(frontend: str = DEFAULT_FRONTEND, backend: str = DEFAULT_BACKEND, 
     """Bind, forward until ``stop`` is set, close. ``OSError`` if an endpoint cannot be bound."""
     with Proxy(frontend, backend, context=context, hwm=hwm) as proxy:
         proxy.run(stop)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Fan many steel-edge daemons into many subscribers (ZeroMQ XSUB/XPUB proxy).",
-        epilog="Daemons connect to the frontend (--publish '>ENDPOINT'), subscribers to the backend. "
-               "Exit status: 0 after SIGINT/SIGTERM, 2 if an endpoint cannot be bound.")
-    parser.add_argument("--frontend", default=DEFAULT_FRONTEND, metavar="ENDPOINT",
-                        help=f"where daemons connect (default {DEFAULT_FRONTEND})")
-    parser.add_argument("--backend", default=DEFAULT_BACKEND, metavar="ENDPOINT",
-                        help=f"where subscribers connect (default {DEFAULT_BACKEND})")
-    parser.add_argument("--hwm", type=int, default=DEFAULT_HWM, metavar="N",
-                        help=f"high-water mark per connection, messages (default {DEFAULT_HWM})")
-    return parser
-
-
-def proxy_main(argv: list[str] | None = None) -> int:
-    """``steel-edge proxy``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        proxy = Proxy(args.frontend, args.backend, hwm=args.hwm)
-    except OSError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    print(f"{PROG}: daemons connect to {proxy.frontend}, subscribers to {proxy.backend}", file=sys.stderr,
-          flush=True)
-    worker = threading.Thread(target=proxy.run, args=(stop,), name="steel-edge-proxy")
-    try:
-        worker.start()
-        # Waiting here in slices keeps the main thread in Python, where signal handlers run.
-        while worker.is_alive() and not stop.wait(0.2):
-            pass
-        stop.set()
-        worker.join()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        proxy.close()
-    print(f"{PROG}: stopped", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(proxy_main())

@@ -1,4 +1,4 @@
-"""The daemon's ZeroMQ side: one XPUB socket, the per-run ``seq``, and the multipart wire format.
+"""The ZeroMQ sink's socket: one XPUB socket and the multipart wire format (``steel_edge.sinks.zeromq``).
 
 XPUB rather than PUB: subscribers see no difference (XPUB speaks the PUB protocol), but the daemon
 receives each subscription, so batch mode can hold its first message until the expected subscribers are
@@ -13,7 +13,8 @@ thread-safe): the daemon's publishing loop. ``close`` lingers ``linger_ms`` so q
 before the context ends (closing after terminating the context hangs the process).
 
 Send never blocks: a subscriber whose queue reached ``sndhwm`` loses messages (ZeroMQ's PUB rule), which
-it detects as a gap in ``seq`` and recovers from the journal through the replay endpoint.
+it detects as a gap in ``seq`` and recovers from the journal through the replay endpoint. Numbering and
+the journal are not this socket's business: ``steel_edge.sinks.sequencer`` does both before any sink.
 """
 
 from __future__ import annotations
@@ -25,20 +26,13 @@ from typing import Any
 import zmq
 
 from steel_edge.config import PublishConfig
-from steel_edge.events import AnyEvent, encode, new_publisher_id, topic_of
-from steel_edge.journal import Journal
 
 
 class Publisher:
-    """``journal``: events are appended there before they are sent, and ``publisher_id`` and ``seq``
-    continue the journal's (module ``steel_edge.journal``); without one, a fresh id and seq 0.
-    ``secure``: a ``steel_edge.security.CurveServer`` applied to the socket before it binds."""
+    """``secure``: a ``steel_edge.security.CurveServer`` applied to the socket before it binds."""
 
-    def __init__(self, cfg: PublishConfig, context: zmq.Context | None = None, *,
-                 journal: Journal | None = None, secure: Any = None) -> None:
+    def __init__(self, cfg: PublishConfig, context: zmq.Context | None = None, *, secure: Any = None) -> None:
         self.cfg = cfg
-        self.journal = journal
-        self.publisher_id = journal.publisher_id if journal is not None else new_publisher_id()
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.XPUB)
@@ -58,28 +52,12 @@ class Publisher:
         except zmq.ZMQError as err:
             self.close()
             raise OSError(f"cannot open ZeroMQ endpoint {ep!r}: {err}") from err
-        self._seq = journal.next_seq if journal is not None else 0
-        self.last_seq: int | None = None
         self.subscriptions = 0
         self.sent = 0
 
-    def next_seq(self) -> int:
-        """The seq the next ``send`` must carry: events are built with it, then sent in that order."""
-        return self._seq
-
-    def send(self, event: AnyEvent, crop: bytes | None = None) -> None:
-        """Send one event built with ``next_seq()``; its seq must be exactly that (checked)."""
-        if event.seq != self._seq:
-            raise ValueError(f"event seq {event.seq} is not the next seq {self._seq}")
-        parts = [topic_of(event), encode(event)]
-        if crop is not None:
-            parts.append(crop)
-        if self.journal is not None:
-            # first the journal, then the wire: whatever a subscriber received, replay can give again
-            self.journal.append(self._seq, parts[0], parts[1], crop)
-        self._sock.send_multipart(parts, copy=False)
-        self.last_seq = self._seq
-        self._seq += 1
+    def send(self, topic: bytes, payload: bytes, crop: bytes | None = None) -> None:
+        """Send one message ``[topic, payload, crop?]``; never blocks (see the module's note on ``sndhwm``)."""
+        self._sock.send_multipart([topic, payload] if crop is None else [topic, payload, crop], copy=False)
         self.sent += 1
 
     def poll_subscriptions(self) -> int:

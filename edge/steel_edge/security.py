@@ -53,11 +53,9 @@ second CURVE server with the daemon as an allow-listed client.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import stat
-import sys
 from pathlib import Path
 from types import TracebackType
 
@@ -71,7 +69,6 @@ __all__ = [
     "SecurityError",
     "apply_client_curve",
     "generate_keypair",
-    "keys_main",
     "load_public_key",
     "load_secret_key",
     "permission_warnings",
@@ -198,84 +195,6 @@ def generate_keypair(folder: Path, name: str, *, force: bool = False) -> tuple[P
     public_path, secret_path = folder / f"{name}{PUBLIC_SUFFIX}", folder / f"{name}{SECRET_SUFFIX}"
     _write_pair(public_path, secret_path, force)
     return public_path, secret_path
-
-
-def _keys_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="steel-edge keys",
-        description="Generate CURVE keys: DIR/NAME.key(+_secret) for the daemon, DIR/clients/C.key (the "
-                    "allow-list, public keys only) and DIR/private/C.key_secret for each --client C.")
-    parser.add_argument("dir", type=Path, help="key folder (created with mode 0700)")
-    parser.add_argument("--name", default="daemon", help="daemon (or proxy) key name (default: daemon)")
-    parser.add_argument("--client", action="append", default=[], metavar="NAME",
-                        help="subscriber key to create and allow; repeat for several")
-    parser.add_argument("--force", action="store_true", help="replace existing keys (locks out old peers)")
-    return parser
-
-
-def keys_main(argv: list[str] | None = None) -> int:
-    """``steel-edge keys DIR [--name daemon] [--client NAME ...] [--force]``; returns the exit code.
-
-    An existing server keypair is kept when only new clients are asked for, so clients can be added
-    later without rotating the key every subscriber pinned. Everything is checked before anything is
-    written, so a refused run leaves the folder unchanged.
-    """
-    args = _keys_parser().parse_args(argv)
-    root: Path = args.dir
-    clients_dir, private_dir = root / "clients", root / "private"
-    server_pub, server_sec = root / f"{args.name}{PUBLIC_SUFFIX}", root / f"{args.name}{SECRET_SUFFIX}"
-    try:
-        _require_curve()
-        for name in [args.name, *args.client]:
-            _check_name(name)
-        if len(set(args.client)) != len(args.client):
-            raise SecurityError("a --client name is given twice")
-        server_present = [p.exists() for p in (server_pub, server_sec)]
-        make_server = args.force or not all(server_present)
-        if not args.force:
-            if any(server_present) and not all(server_present):
-                have = server_pub if server_present[0] else server_sec
-                raise SecurityError(f"{have} exists without its pair; use --force to regenerate both")
-            if all(server_present) and not args.client:
-                raise SecurityError(f"{server_sec} exists; use --force to replace it (every subscriber "
-                                    "pinned to the old public key will be refused)")
-            for client in args.client:
-                for path in (clients_dir / f"{client}{PUBLIC_SUFFIX}", private_dir / f"{client}{SECRET_SUFFIX}"):
-                    if path.exists():
-                        raise SecurityError(f"{path} exists; use --force to replace it")
-
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if make_server:
-            generate_keypair(root, args.name, force=args.force)
-            print(f"wrote {server_pub}  (public: copy to every subscriber host)")
-            print(f"wrote {server_sec}  (secret, 0600: stays on this host)")
-        else:
-            print(f"kept  {server_pub} / {server_sec}  (existing daemon keypair)")
-        for client in args.client:
-            # The allow-list folder gets the public file only; the secret goes to private/.
-            allowed, sec = clients_dir / f"{client}{PUBLIC_SUFFIX}", private_dir / f"{client}{SECRET_SUFFIX}"
-            clients_dir.mkdir(mode=0o700, exist_ok=True)
-            private_dir.mkdir(mode=0o700, exist_ok=True)
-            _write_pair(allowed, sec, args.force)
-            print(f"wrote {allowed}  (public: allow-list entry)")
-            print(f"wrote {sec}  (secret, 0600: copy to the '{client}' host only)")
-    except (SecurityError, OSError) as exc:
-        print(f"steel-edge keys: error: {exc}", file=sys.stderr)
-        return 2
-
-    absolute = root.resolve()
-    print("\ndaemon config (YAML):")
-    print("  security:")
-    print(f"    curve_secret_key: {absolute / server_sec.name}")
-    print(f"    curve_allowed_clients: {absolute / 'clients'}")
-    for client in args.client or ["NAME"]:
-        print(f"subscriber '{client}': steel-edge subscribe --curve-server-key {absolute / server_pub.name} "
-              f"--curve-secret-key {absolute / 'private' / (client + SECRET_SUFFIX)}")
-    for warning in permission_warnings(root, clients_dir, server_sec):
-        print(f"warning: {warning}", file=sys.stderr)
-    return 0
-
-
 # --------------------------------------------------------------------------------------------------
 # permission checks
 

@@ -95,14 +95,18 @@ def draw_truth_vs_pred(
     return draw_mask_outlines(out, pred, thickness=1, colors=colors, dashed=True)
 
 
-def draw_legend(image: np.ndarray, colors: Mapping[int, Color] = CLASS_COLORS) -> np.ndarray:
-    """A BGR copy of ``image`` with a small class-colour key in the top-right corner."""
+def draw_legend(image: np.ndarray, colors: Mapping[int, Color] = CLASS_COLORS, names: Sequence[str] = ()) -> np.ndarray:
+    """A BGR copy of ``image`` with a small class-colour key in the top-right corner; ``names`` (class k's
+    at index k-1) label the swatches instead of the bare class ids."""
     out = to_bgr(image)
-    x = out.shape[1] - 8 - 44 * len(colors)
+    labels = {k: (f"{k} {names[k - 1]}" if len(names) >= k and names[k - 1] != str(k) else str(k)) for k in colors}
+    widths = {k: 22 + cv2.getTextSize(labels[k], _FONT, 0.45, 1)[0][0] for k in colors}
+    x = out.shape[1] - 8 - sum(widths.values())
     for k, color in sorted(colors.items()):
+        cv2.rectangle(out, (x - 2, 4), (x + widths[k] - 6, 20), (0, 0, 0), -1)
         cv2.rectangle(out, (x, 6), (x + 12, 18), color, -1)
-        cv2.putText(out, str(k), (x + 16, 17), _FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-        x += 44
+        cv2.putText(out, labels[k], (x + 16, 17), _FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        x += widths[k]
     return out
 
 

@@ -86,7 +86,7 @@ def real_images(
             image = item.read()
             if kind == "seg":
                 out.append(EvalImage(item.image_id, image, "real", masks=item.masks(), path=item.path))
-            else:  # baseline: the image's largest class, as steel_train.fit.baseline_label
+            else:  # baseline: the image's largest class, as steel_train.records.baseline_label
                 rles = dict(item.rles)
                 label = max(rles, key=lambda c: area(rles[c])) - 1 if rles else None
                 out.append(EvalImage(item.image_id, _fit(image, size), "real", label=label, path=item.path))

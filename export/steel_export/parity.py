@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from steel_edge.contract import ModelContract
-from steel_edge.metrics import SegmentationScores
+from steel_edge.heads import head_for
 from steel_edge.model import EdgeModel
-from steel_edge.postprocess import masks_only
 from steel_export.images import EvalImage
 
 Outputs = dict[str, np.ndarray]
@@ -44,58 +43,29 @@ def keras_outputs(model: Any, kind: str, images: np.ndarray, batch: int = BATCH)
 
 
 def onnx_outputs(model: EdgeModel, images: np.ndarray, batch: int = BATCH) -> Outputs:
-    """Raw onnxruntime outputs through the edge's own ``predict_*``."""
+    """Raw onnxruntime outputs through the edge's own loader, named by the model's head."""
     parts: list[Outputs] = []
     for chunk in _batches(images, batch):
-        if model.kind == "seg":
-            masks, presence = model.predict_seg(chunk)
-            parts.append({"masks": masks, "presence": presence})
-        else:
-            parts.append({"probs": model.predict_cls(chunk)})
+        parts.append(model.head.named(model.run_tensor(model.to_tensor(chunk))))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def final_masks(out: Outputs, contract: ModelContract) -> list[np.ndarray]:
-    """(4, H, W) masks after the contract's post-processing, one per image."""
-    assert contract.postprocess is not None  # a seg contract always has it (validated)
-    size = (contract.input.height, contract.input.width)
-    return [masks_only(out["masks"][n], out["presence"][n], contract.postprocess, size)
-            for n in range(len(out["masks"]))]
-
-
-def mask_dice(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
-    """Kaggle Dice of masks ``a`` against masks ``b`` (1.0 where both are empty)."""
-    scores = SegmentationScores()
-    for pred, true in zip(a, b, strict=True):
-        scores.update(pred, true)
-    return float(scores.per_image().mean()) if scores.images else float("nan")
-
-
 def agreement(a: Outputs, b: Outputs, contract: ModelContract) -> float:
-    """Seg: Kaggle Dice between the two sides' final masks; cls: share of equal top-1 labels."""
-    if contract.kind == "seg":
-        return mask_dice(final_masks(a, contract), final_masks(b, contract))
-    return float(np.mean(np.argmax(a["probs"], axis=1) == np.argmax(b["probs"], axis=1)))
+    """How far two runs agree after post-processing: seg, Kaggle Dice between the final masks; cls, the
+    share of equal top-1 labels (the head of the contract's kind decides)."""
+    return head_for(contract.kind).agreement(a, b, contract)
 
 
 def truth_score(out: Outputs, images: Sequence[EvalImage], contract: ModelContract) -> tuple[float | None, int]:
-    """Seg: Kaggle Dice against the truth masks; cls: accuracy against the truth labels; and how many images.
-
-    Images without truth are left out; (None, 0) when none has it.
-    """
-    if contract.kind == "seg":
-        truth = [(n, e.masks) for n, e in enumerate(images) if e.masks is not None]
-        if not truth:
-            return None, 0
-        keep = [n for n, _ in truth]
-        pred = final_masks({k: v[keep] for k, v in out.items()}, contract)
-        return mask_dice(pred, [m for _, m in truth]), len(truth)
-    labelled = [(n, e.label) for n, e in enumerate(images) if e.label is not None]
-    if not labelled:
+    """The head's metric (seg: Kaggle Dice against the truth masks; cls: accuracy against the labels) and how
+    many images had truth. Images without truth are left out; (None, 0) when none has it."""
+    found = [(n, e.masks if contract.kind == "seg" else e.label) for n, e in enumerate(images)]
+    truth: list[tuple[int, np.ndarray | int]] = [(n, t) for n, t in found if t is not None]
+    if not truth:
         return None, 0
-    idx = np.array([n for n, _ in labelled])
-    labels = np.array([lab for _, lab in labelled])
-    return float(np.mean(np.argmax(out["probs"][idx], axis=1) == labels)), len(labelled)
+    keep = [n for n, _ in truth]
+    score = head_for(contract.kind).truth_score({k: v[keep] for k, v in out.items()}, [t for _, t in truth], contract)
+    return score, len(truth)
 
 
 def max_abs_diffs(a: Outputs, b: Outputs) -> dict[str, float]:

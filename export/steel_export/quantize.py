@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from steel_edge.contract import ModelContract
+from steel_edge.heads import head_for
 from steel_edge.model import EdgeModel
 from steel_export.images import EvalImage
 from steel_export.parity import BATCH, Outputs, agreement, max_abs_diffs, onnx_outputs, truth_score
@@ -179,7 +180,7 @@ def judge(
     agree = agreement(got, ref, contract)
     t_fp32, t_int8 = time_pair(fp32, int8, batch, rounds)
     speedup = t_fp32 / t_int8 if t_int8 > 0 else float("inf")
-    metric = "kaggle_dice" if contract.kind == "seg" else "accuracy"
+    metric = head_for(contract.kind).metric
     change = None if fp32_score is None or int8_score is None else int8_score - fp32_score
     faster = speedup >= min_speedup
     if change is not None:

@@ -54,11 +54,13 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from steel_train.config import load_train_config
     from steel_train.fit import fit
+    from steel_train.oof import fit_oof
 
     overrides = {"fit.epochs": args.epochs, "fit.seed": args.seed, "fit.steps_per_epoch": args.steps_per_epoch}
     overrides.update(parse_set_flags(args.set))
     cfg = load_train_config(args.model, args.config, overrides)
-    result = fit([Path(d) for d in args.data], cfg, Path(args.out))
+    train = fit_oof if cfg.data.oof_folds else fit  # out-of-fold folds, or one split
+    result = train([Path(d) for d in args.data], cfg, Path(args.out))
     print(json.dumps(result["metrics"], indent=2, default=str))
     return 0
 

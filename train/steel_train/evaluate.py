@@ -294,8 +294,8 @@ def evaluate_path(
     """
     from steel_edge.postprocess import PostprocessParams
     from steel_train.config import ModelConfig, load_train_config
-    from steel_train.fit import baseline_label
     from steel_train.pipeline import ClsRecord, cls_arrays
+    from steel_train.records import baseline_label
 
     folders = [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
     if not folders:

@@ -18,46 +18,14 @@ from typing import Any
 import numpy as np
 
 from steel_edge.configfile import dump_config
-from steel_edge.data.errors import OnError
-from steel_edge.data.labelled import detect_layout, load_labelled
-from steel_edge.data.rle import area
-from steel_edge.data.severstal import load_severstal
 from steel_train.config import TrainConfig
-from steel_train.pipeline import ClsRecord, SegRecord
+from steel_train.pipeline import ClsRecord
+from steel_train.records import baseline_label, load_cls_records, load_seg_records
 from steel_train.runinfo import code_version, data_fingerprint, environment
 from steel_train.split import kfold_split, stratified_split, test_split
 
 log = logging.getLogger(__name__)
 SEG_CLASS_NAMES = ("1", "2", "3", "4")
-
-
-def load_seg_records(folders: Sequence[Path], on_error: OnError = "raise") -> list[SegRecord]:
-    records: list[SegRecord] = []
-    for source, folder in enumerate(folders):
-        if detect_layout(folder) != "severstal":
-            raise ValueError(f"{folder}: seg and baseline models need the Severstal layout (train.csv)")
-        ds = load_severstal(folder, on_error=on_error)
-        for issue in ds.issues:
-            log.warning("skipped %s", issue)
-        records += [SegRecord(item.path, dict(item.rles), source) for item in ds.images]
-    return records
-
-
-def load_cls_records(folders: Sequence[Path], on_error: OnError = "raise") -> tuple[list[ClsRecord], tuple[str, ...]]:
-    datasets = []
-    for folder in folders:
-        if detect_layout(folder) != "labelled":
-            raise ValueError(f"{folder}: the cls model needs the labelled-image layout (labels.csv or class folders)")
-        datasets.append(load_labelled(folder, on_error=on_error))
-    classes = tuple(sorted({c for ds in datasets for c in ds.classes}))
-    records = [ClsRecord(item.path, classes.index(item.label), source)
-               for source, ds in enumerate(datasets) for item in ds.items]
-    return records, classes
-
-
-def baseline_label(rles: dict[int, str]) -> int:
-    """The original notebook's target: the image's defect class (the largest one when there are several)."""
-    return max(rles, key=lambda c: area(rles[c])) - 1
 
 
 def seed_everything(seed: int) -> None:
@@ -279,9 +247,8 @@ def fit(
     metrics): the final model of an out-of-fold run (``data.oof_folds``, see ``steel_train.oof``).
     """
     if cfg.data.oof_folds and not all_images:
-        from steel_train.oof import fit_oof
-
-        return fit_oof(folders, cfg, out)
+        raise ValueError("data.oof_folds is an out-of-fold run: steel_train.oof.fit_oof trains it "
+                         "(steel-train fit chooses it by the config)")
     if all_images and cfg.model_kind != "seg":
         raise ValueError("training on every image without validation is only for the seg model")
     import keras

@@ -84,7 +84,8 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     from steel_edge.postprocess import PostprocessParams
     from steel_train import plots
     from steel_train.evaluate import score_seg, worst_panels
-    from steel_train.fit import fit, load_seg_records
+    from steel_train.fit import fit
+    from steel_train.records import load_seg_records
     from steel_train.tune import starting_values, tune_postprocess
 
     if cfg.model_kind != "seg":

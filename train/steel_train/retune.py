@@ -30,7 +30,7 @@ def retune(run: Path | str, overrides: dict[str, Any] | None = None) -> dict[str
     import keras
 
     from steel_train import evaluate
-    from steel_train.fit import load_seg_records
+    from steel_train.records import load_seg_records
 
     run = Path(run)
     for name in ("model.keras", "config.yaml", "run.json", "split.json"):

@@ -228,17 +228,38 @@ def checked_size(data: bytes, path: Path | str = "<bytes>") -> tuple[int, int]:
     return width, height
 
 
+def check_jpeg_data(data: bytes, path: Path | str = "<bytes>") -> None:
+    """``ImageReadError`` naming the file when a JPEG's compressed data is corrupt.
+
+    libjpeg decodes a damaged JPEG that still has its end marker, prints "Corrupt JPEG data: ..." on the
+    process's stderr (naming no file) and returns an image with garbage in it; OpenCV passes that on
+    silently. ``simplejpeg`` (libjpeg-turbo) in strict mode turns those warnings into errors, so the
+    damaged file is refused and named. A fast decode (integer DCT, no fancy upsampling): it only checks.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=True, fastupsample=True, strict=True)
+    except ValueError as err:
+        raise ImageReadError(Path(path), f"corrupt JPEG data ({err}); libjpeg would decode garbage") from None
+
+
 def decode_gray(data: bytes, path: Path | str = "<bytes>",
-                expect: tuple[int, int] | None = None) -> np.ndarray:
+                expect: tuple[int, int] | None = None, *, strict_jpeg: bool = False) -> np.ndarray:
     """Check (``checked_size``) and decode an encoded image in memory into (H, W) uint8 gray.
 
     ``expect`` is (height, width); a mismatch raises ``ImageReadError`` from the header, before decoding.
-    Colour, alpha and 16-bit images are converted (module docstring).
+    ``strict_jpeg`` refuses a JPEG whose compressed data is corrupt (``check_jpeg_data``); the daemon's
+    folder source sets it. Colour, alpha and 16-bit images are converted (module docstring).
     """
     path = Path(path)
     width, height = checked_size(data, path)
     if expect is not None and width and (height, width) != expect:
         raise ImageReadError(path, f"image is {width}x{height}, expected {expect[1]}x{expect[0]} (width x height)")
+    if strict_jpeg:
+        check_jpeg_data(data, path)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
     except cv2.error as exc:  # OpenCV's own pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS) raises, not returns None

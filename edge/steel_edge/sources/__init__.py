@@ -31,24 +31,27 @@ _DEVICE = re.compile(r"^/dev/video\d+$")
 _SYNTH = re.compile(r"^synth(?::(\d+))?(?::(\d+))?$")
 
 
-def open_source(spec: str, config: EdgeConfig, tile_size: tuple[int, int], *, exact_size: bool = False) -> Source:
+def open_source(spec: str, config: EdgeConfig, tile_size: tuple[int, int], *, exact_size: bool = False,
+                model_sha256: str = "") -> Source:
     """The (not yet opened) source named by ``spec``; ``SourceError`` saying what is accepted otherwise.
 
     ``tile_size`` is the model's (height, width), which line-scan sources assemble tiles to. With
     ``exact_size`` (a model that does not resize) a folder source checks each file's size from its
-    header and quarantines a file of another size before decoding it.
+    header and quarantines a file of another size before decoding it. ``model_sha256`` and the config's
+    camera key a folder source's ledger: another model or camera processes the folder again.
     """
     spec = spec.strip()
     if spec.startswith("linescan:"):
         from steel_edge.sources.linescan import LineScanSource
 
-        inner = open_source(spec[len("linescan:"):], config, tile_size)
+        inner = open_source(spec[len("linescan:"):], config, tile_size, model_sha256=model_sha256)
         return LineScanSource(spec, inner, config.linescan, tile_size)
     if spec.startswith("folder:"):
         from steel_edge.sources.folder import FolderSource
 
         return FolderSource(spec, Path(spec[len("folder:"):]), config.folder, batch=config.once,
-                            expect_size=tile_size if exact_size else None)
+                            expect_size=tile_size if exact_size else None, camera=config.camera,
+                            model_sha256=model_sha256)
     if m := _SYNTH.match(spec):
         from steel_edge.sources.synthetic import SynthSource
 

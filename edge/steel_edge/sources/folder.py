@@ -10,9 +10,13 @@ then every new file once it is completely written, until the daemon stops.
 size or time changed since it was judged complete, it is put back to wait instead of quarantined.
 
 **Restart-safe.** A ledger (``STATE_DIR/processed.log``, one JSON line per handled file: relative
-path, size, mtime and outcome) is appended when the file's event has been *published* (``Frame.done``),
-not when it is read. A restarted daemon loads the ledger and skips exactly those files: none is
-skipped that was not published, and after a clean stop (SIGTERM drains the pipeline) none is repeated.
+path, size, mtime, outcome, and the camera id and model sha256 that handled it) is appended when the
+file's event has been *published* (``Frame.done``), not when it is read. A restarted daemon loads the
+ledger and skips exactly the files handled by the same camera id and model: none is skipped that was
+not published, and after a clean stop (SIGTERM drains the pipeline) none is repeated. Another model or
+camera id processes the folder again (a ledger line written before these keys existed counts for any),
+``folder.reprocess`` (``--reprocess``) processes every file again, and the number of files skipped is
+said at start, so "0 frames" is never a mystery.
 After a crash (kill -9) the files that were in flight are processed again and their events carry the
 same ``event_id`` (it hashes the file's relative path), so subscribers can drop the duplicates. A file
 is identified by (path, size, mtime): a file replaced under the same name is a new file. A torn last
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import shutil
 import threading
@@ -72,6 +77,7 @@ from steel_edge.data.imageio import (
 )
 from steel_edge.sources.base import EndOfStream, ErrorKind, Frame, FrameError, SourceError
 
+log = logging.getLogger("steel_edge.sources")
 LEDGER_NAME = "processed.log"
 _TEMP_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", "~")
 
@@ -90,12 +96,20 @@ class _FileKey:
 class Ledger:
     """The append-only record of handled files (module docstring). Thread-safe appends."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, camera: str = "", model_sha256: str = "") -> None:
         self.path = path
+        self.camera = camera
+        self.model = model_sha256
         self._lock = threading.Lock()
         self._fh: TextIO | None = None
         self.done: set[_FileKey] = set()
+        self.other: set[_FileKey] = set()  # handled, but by another camera id or model
         self.torn_lines = 0
+
+    def _ours(self, rec: dict[str, Any]) -> bool:
+        """Handled by this camera and model (a line from before these keys existed counts for any)."""
+        return (rec.get("camera") in (None, self.camera) or not self.camera) and \
+            (rec.get("model") in (None, self.model) or not self.model)
 
     def load(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,14 +117,17 @@ class Ledger:
             for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     rec = json.loads(line)
-                    self.done.add(_FileKey(rec["file"], int(rec["size"]), int(rec["mtime_ns"])))
+                    key = _FileKey(rec["file"], int(rec["size"]), int(rec["mtime_ns"]))
                 except (ValueError, KeyError, TypeError):
                     self.torn_lines += 1
+                    continue
+                (self.done if self._ours(rec) else self.other).add(key)
+        self.other -= self.done
         self._fh = self.path.open("a", encoding="utf-8")
 
     def record(self, key: _FileKey, outcome: str, **extra: Any) -> None:
         rec = {"file": key.rel, "size": key.size, "mtime_ns": key.mtime_ns, "outcome": outcome,
-               "at": time.time(), **extra}
+               "at": time.time(), "camera": self.camera, "model": self.model, **extra}
         line = json.dumps(rec, ensure_ascii=False)
         try:
             line.encode("utf-8")
@@ -135,7 +152,7 @@ class FolderSource:
     live = False
 
     def __init__(self, spec: str, root: Path, cfg: FolderConfig, *, batch: bool,
-                 expect_size: tuple[int, int] | None = None) -> None:
+                 expect_size: tuple[int, int] | None = None, camera: str = "", model_sha256: str = "") -> None:
         self.spec = spec
         self.root = root
         self.cfg = cfg
@@ -144,7 +161,8 @@ class FolderSource:
         self.expect_size = expect_size
         self.state_dir = cfg.state_dir or root / ".steel-edge"
         self.quarantine_dir = cfg.quarantine_dir or self.state_dir / "quarantine"
-        self.ledger = Ledger(self.state_dir / LEDGER_NAME)
+        self.ledger = Ledger(self.state_dir / LEDGER_NAME, camera, model_sha256)
+        self.skipped = 0  # files at open that the ledger says are done
         self._queue: list[_FileKey] = []
         self._taken: set[_FileKey] = set()  # handed out, not yet recorded
         self._seen: dict[str, tuple[int, int, float]] = {}  # rel -> (size, mtime_ns, stable since)
@@ -153,6 +171,9 @@ class FolderSource:
 
     # -- protocol ------------------------------------------------------------------------------
     def open(self) -> None:
+        if self.root.is_file():
+            raise SourceError(f"{self.spec}: {self.root} is a file, not a folder; folder: takes a folder of images "
+                              f"(to process one file, put it in a folder of its own)")
         if not self.root.is_dir():
             raise SourceError(f"{self.spec}: folder {self.root} does not exist")
         try:
@@ -161,8 +182,20 @@ class FolderSource:
             raise SourceError(f"{self.spec}: cannot keep the processed-file ledger at {self.ledger.path} "
                               f"({err.strerror or err}); set folder.state_dir to a writable folder") from err
         self._opened = True
+        if self.cfg.reprocess:
+            self.ledger.done.clear()
+        present = self._scan_keys()
+        self.skipped = sum(k in self.ledger.done for k in present)
+        again = sum(k in self.ledger.other for k in present)
+        if self.skipped:
+            log.warning("%s: %d of %d files already processed by camera %s with this model are skipped (ledger %s; "
+                        "--reprocess processes them again)", self.spec, self.skipped, len(present),
+                        self.ledger.camera or "?", self.ledger.path)
+        if again:
+            log.info("%s: %d files processed before by another model or camera id are processed again", self.spec,
+                     again)
         if self.batch:
-            self._queue = [k for k in self._scan_keys() if k not in self.ledger.done]
+            self._queue = [k for k in present if k not in self.ledger.done]
 
     def read(self, timeout: float) -> Frame | None:
         deadline = time.monotonic() + timeout
@@ -268,7 +301,7 @@ class FolderSource:
             width, height = checked_size(data, path)
             if width:
                 self._check_size(path, (height, width))
-            image = decode_gray(data, path)
+            image = decode_gray(data, path, strict_jpeg=True)
             self._check_size(path, image.shape[:2])  # formats without a size in their header
         except (ImageReadError, OSError) as err:
             if not self.batch and self._changed(path, key):

@@ -65,7 +65,18 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-class _LiveCapture:
+class _Capture:
+    """What every OpenCV source shares: the ``cv2.VideoCapture`` it holds and releasing it."""
+
+    _cap: Any = None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class _LiveCapture(_Capture):
     """What a camera and a stream share: read, loss detection, ids; subclasses only open the capture."""
 
     live = True
@@ -104,11 +115,6 @@ class _LiveCapture:
         self._n += 1
         return frame
 
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
 
 class CameraSource(_LiveCapture):
     """A local camera by index (``camera0``) or device path (``/dev/video0``); V4L2 on Linux."""
@@ -145,15 +151,20 @@ class StreamSource(_LiveCapture):
     def _open_capture(self) -> Any:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.config.open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.config.read_timeout_s * 1000)]
+        start = time.monotonic()
         cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceLost(f"{self.spec}: stream could not be opened within "
-                             f"{self.config.open_timeout_s:g} s (unreachable, refused or not a video stream)")
+            took = time.monotonic() - start
+            if took < 0.9 * self.config.open_timeout_s:  # an answer, not a timeout: say so, and how fast
+                raise SourceLost(f"{self.spec}: stream could not be opened: refused, unreachable or not a video "
+                                 f"stream (failed after {took:.1f} s)")
+            raise SourceLost(f"{self.spec}: stream could not be opened within {self.config.open_timeout_s:g} s "
+                             "(live.open_timeout_s): no answer from the server")
         return cap
 
 
-class VideoFileSource:
+class VideoFileSource(_Capture):
     """A video file, frame by frame, never dropping one; ``EndOfStream`` after the last frame."""
 
     live = False
@@ -186,8 +197,3 @@ class VideoFileSource:
         frame = Frame(to_gray(image), f"{self._n:09d}", time.monotonic(), utcnow())
         self._n += 1
         return frame
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None

@@ -1,23 +1,10 @@
-"""``steel-edge``: the daemon (frames -> ONNX inference -> defect events on ZeroMQ) and its tools.
-
-    steel-edge --source SOURCE [--model FILE.onnx] [--publish ENDPOINT] [--config FILE] [--once]
-    steel-edge demo             the daemon on generated strip images with the bundled model
-    steel-edge subscribe ENDPOINT [--topic PREFIX] [--count N] [--timeout S]
-    steel-edge proxy            XSUB/XPUB fan-in: many daemons -> many subscribers
-    steel-edge validate-config FILE
-    steel-edge keys DIR         CurveZMQ key pairs for the daemon and its subscribers
-    steel-edge bench            raw onnxruntime vs the whole pipeline, on the same frames
-
-Exit codes: 0 done; 1 the daemon stopped on a fatal error (model refused, source unusable); 2 bad
-command line or config.
-"""
+"""``steel-edge`` (the daemon) and ``steel-edge validate-config``: command line, config, exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +14,7 @@ if TYPE_CHECKING:  # the daemon and its config load only when the daemon runs, n
     from steel_edge.config import EdgeConfig
     from steel_edge.daemon import Daemon
 
-TOOLS = ("demo", "subscribe", "proxy", "validate-config", "bench", "keys")
+TOOLS = ("demo", "subscribe", "proxy", "validate-config", "bench", "keys")  # steel-edge TOOL ...
 BAD_USAGE = 2
 
 
@@ -46,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera", help="camera id in events and topics (default cam0)")
     parser.add_argument("--once", action="store_true", default=None,
                         help="folder sources: process what is there, publish end-of-stream, exit")
+    parser.add_argument("--reprocess", action="store_true", default=None,
+                        help="folder sources: process every file again, whatever the ledger says "
+                             "(folder.reprocess)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override any config key, e.g. --set pipeline.batch_size=8 (repeatable)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -57,14 +47,14 @@ def edge_config(args: argparse.Namespace) -> EdgeConfig:
 
     overrides = parse_set_flags(args.set)
     overrides.update({"source": args.source, "model": args.model, "camera": args.camera, "once": args.once,
-                      "publish.endpoints": args.publish})
+                      "publish.endpoints": args.publish, "folder.reprocess": args.reprocess})
     return load_config(EdgeConfig, args.config, overrides)
 
 
 def run_daemon(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="steel-edge: %(message)s", stream=sys.stderr)
-    from steel_edge.daemon import Daemon
+    from steel_edge.daemon import build_daemon
     from steel_edge.journal import JournalError
     from steel_edge.model import ModelContractError
     from steel_edge.security import SecurityError
@@ -72,7 +62,7 @@ def run_daemon(argv: list[str]) -> int:
 
     try:
         cfg = edge_config(args)
-        daemon = Daemon(cfg)
+        daemon = build_daemon(cfg)
     except ConfigError as err:
         print(f"steel-edge: {err}", file=sys.stderr)
         return BAD_USAGE
@@ -85,7 +75,7 @@ def run_daemon(argv: list[str]) -> int:
 
 
 def _warn_permissions(config_path: str | None, cfg: EdgeConfig, daemon: Daemon) -> None:
-    """Config and key files others can read or write: warned at start, not refused (DESIGN: operators decide)."""
+    """Config and key files others can read or write: warned at start, not refused (operators decide)."""
     from steel_edge.security import permission_warnings
 
     paths = [Path(p) for p in (config_path, cfg.security.curve_secret_key, cfg.security.curve_allowed_clients) if p]
@@ -121,38 +111,3 @@ def validate_config(argv: list[str]) -> int:
     print(f"{args.file}: ok (camera {cfg.camera}, source {cfg.source or '(from --source)'}, "
           f"publish {', '.join(cfg.publish.endpoints)})")
     return 0
-
-
-def _tool(name: str) -> Callable[[list[str]], int]:
-    if name == "demo":
-        from steel_edge.demo import demo_main
-
-        return demo_main
-    if name == "subscribe":
-        from steel_edge.subscriber import subscribe_main
-
-        return subscribe_main
-    if name == "proxy":
-        from steel_edge.proxy import proxy_main
-
-        return proxy_main
-    if name == "validate-config":
-        return validate_config
-    if name == "keys":
-        from steel_edge.security import keys_main
-
-        return keys_main
-    from steel_edge.bench import bench_main
-
-    return bench_main
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOLS:
-        return _tool(argv[0])(argv[1:])
-    return run_daemon(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``steel-edge bench``'s command line and report table; the measurements are ``steel_edge.bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from steel_edge.bench import (
+    DESCRIPTION,
+    PROG,
+    BenchError,
+    Steal,
+    bench_config,
+    bench_e2e,
+    bench_live,
+    bench_raw,
+    bench_subprocess,
+    machine,
+    make_frames,
+    vm_hwm_mb,
+)
+from steel_edge.config import EdgeConfig
+from steel_edge.daemon import BUNDLED_MODEL
+from steel_edge.model import available_threads, load_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = EdgeConfig()
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="ONNX model (default: the bundled one)")
+    parser.add_argument("--frames", type=int, default=400, help="synthetic 1600x256 frames to run (default 400)")
+    parser.add_argument("--batch-size", type=int, default=defaults.pipeline.batch_size,
+                        help=f"onnxruntime batch (default: the daemon's, {defaults.pipeline.batch_size})")
+    parser.add_argument("--threads", type=int, default=defaults.inference.threads,
+                        help="intra-op threads (default: the daemon's, the CPU affinity minus one)")
+    parser.add_argument("--repeat", type=int, default=3, help="raw onnxruntime passes; the median counts (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    parser.add_argument("--skip-subprocess", action="store_true", help="do not run the daemon as a child process")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--live-seconds", type=float, default=5.0,
+                        help="live-mode phase: a fake camera at twice the end-to-end rate for this long (0: skip)")
+    return parser
+
+
+def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Every measurement, in the order that keeps them apart."""
+    threads = args.threads or max(1, available_threads() - 1)  # the daemon's own default (daemon.py)
+    model_path = Path(args.model).resolve()
+    data = work / "data"
+    files = make_frames(data, args.frames, args.seed)
+    folder = data / "train_images"
+    model = load_model(model_path, threads=threads, spinning=EdgeConfig().inference.spinning)
+    spec = model.contract.input
+    report: dict[str, Any] = {
+        "machine": machine(), "model": {"path": str(model_path), "sha256": model.sha256, "kind": model.kind,
+                                        "input": f"{spec.width}x{spec.height}"},
+        "frames": args.frames, "batch_size": args.batch_size, "threads": threads,
+    }
+    with Steal() as steal:
+        report["raw"] = bench_raw(model, files, args.batch_size, args.repeat)
+    report["raw"]["cpu_steal_pct"] = steal.pct
+    del model
+    if threads < available_threads():
+        # for the record: the model alone with every core, which no pipeline that also decodes can reach
+        every = load_model(model_path, threads=available_threads(), spinning=EdgeConfig().inference.spinning)
+        report["raw_all_cores"] = bench_raw(every, files, args.batch_size, args.repeat)
+        del every
+    cfg = bench_config(folder, model_path, work / "state-inproc", args.batch_size, threads)
+    with Steal() as steal:
+        report["e2e"] = bench_e2e(cfg, args.frames)
+    report["e2e"]["cpu_steal_pct"] = steal.pct
+    report["pipeline_efficiency"] = report["e2e"]["fps"] / report["raw"]["fps"]
+    if args.live_seconds > 0:
+        report["live"] = bench_live(model_path, threads, 2 * report["e2e"]["fps"], args.live_seconds)
+    if "raw_all_cores" in report:
+        report["e2e_vs_raw_all_cores"] = report["e2e"]["fps"] / report["raw_all_cores"]["fps"]
+    report["bench_peak_rss_mb"] = vm_hwm_mb()
+    if not args.skip_subprocess:
+        report["subprocess"] = bench_subprocess(folder, model_path, work / "state-child", args.batch_size, threads,
+                                                args.frames, work / "daemon.log")
+    return report
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """The report for a person: one line per figure, the machine first."""
+    m = r["machine"]
+    e2e, raw = r["e2e"], r["raw"]
+    rows = [
+        ("machine", f"{m['cpu']}, {m['cores']} cores (affinity), python {m['python']}, "
+                    f"onnxruntime {m['onnxruntime']}"),
+        ("model", f"{Path(r['model']['path']).name} ({r['model']['kind']}, {r['model']['input']}, "
+                  f"sha256 {r['model']['sha256'][:12]})"),
+        ("frames / batch / threads", f"{r['frames']} ({e2e['with_defects']} with defects) / {r['batch_size']} / "
+                                     f"{r['threads']}"),
+        ("raw onnxruntime", f"{raw['fps']:.1f} frames/s ({raw['frame_ms']:.2f} ms/frame; median of "
+                            f"{raw['passes']} passes, best {raw['fps_best']:.1f})"),
+        ("end to end (daemon)", f"{e2e['fps']:.1f} frames/s"),
+        ("pipeline efficiency", f"{r['pipeline_efficiency']:.2f} (end to end / raw at the daemon's thread count)"),
+        ("cpu steal raw / e2e", f"{raw['cpu_steal_pct']}% / {e2e['cpu_steal_pct']}% (other VMs' share of our CPUs)"),
+        ("latency read->received", f"p50 {e2e['latency_ms']['p50']:.1f} ms, p99 {e2e['latency_ms']['p99']:.1f} ms"),
+        ("peak RSS (bench process)", f"{r['bench_peak_rss_mb']:.0f} MB"),
+    ]
+    if "raw_all_cores" in r:
+        rows.insert(5, ("raw, every core", f"{r['raw_all_cores']['fps']:.1f} frames/s (the model alone on all "
+                                           f"{m['cores']} cores; end to end is {r['e2e_vs_raw_all_cores']:.2f} of it)"))
+    lv = r.get("live")
+    if lv:
+        lat, late = lv["latency_ms"], lv["latency_ms_second_half"]
+        rows.append(("live, camera at 2x e2e", f"{lv['camera_fps']:.0f} frames/s for {lv['seconds']:.0f} s: "
+                                               f"{lv['results']} results, {lv['drops']} dropped (counted); latency "
+                                               f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms "
+                                               f"(second half p99 {late['p99']:.1f} ms)"))
+    sp = r.get("subprocess")
+    if sp:
+        rows += [("daemon process peak RSS", f"{sp['peak_rss_mb']:.0f} MB"),
+                 ("process start -> first result", f"{sp['start_to_first_result_s']:.2f} s"),
+                 ("daemon process end to end", f"{sp['fps']:.1f} frames/s")]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def bench_main(argv: list[str] | None = None) -> int:
+    """``steel-edge bench``: 0 when every measurement was made, 1 when one failed, 2 on a bad command line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--frames, --batch-size and --threads must be at least 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    try:
+        with tempfile.TemporaryDirectory(prefix="steel-edge-bench-") as tmp:
+            report = run_bench(args, Path(tmp))
+    except BenchError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
