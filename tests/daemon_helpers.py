@@ -6,6 +6,8 @@ Imported by the test modules beside it (pytest puts this folder on ``sys.path``)
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,3 +127,33 @@ def free_endpoint() -> str:
     sock.close(0)
     ctx.term()
     return endpoint
+
+
+def daemon_events(endpoint: str, args: list[str], on_event: Callable[[AnyEvent, list[AnyEvent], subprocess.Popen[str]],
+                                                                     None] | None = None,
+                  cwd: Path | None = None) -> list[AnyEvent]:
+    """Run ``python -m steel_edge.cli ARGS`` (publishing on ``endpoint``), subscribed to everything from
+    before it starts; every event until its eos, after which it must exit 0. ``on_event(event, so_far,
+    process)`` sees each event as it arrives (to signal the daemon, or sample its memory)."""
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    proc = subprocess.Popen([sys.executable, "-m", "steel_edge.cli", *args], stderr=subprocess.PIPE, text=True,
+                            cwd=cwd)
+    events: list[AnyEvent] = []
+    try:
+        while True:
+            assert sub.poll(60_000), "daemon went silent"
+            event, _ = decode_message(sub.recv_multipart())
+            events.append(event)
+            if on_event is not None:
+                on_event(event, events, proc)
+            if isinstance(event, EndOfStreamEvent):
+                break
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+        sub.close(0)
+        ctx.term()
+    return events

@@ -20,14 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import zmq
 
-from daemon_helpers import Run, check_stream, free_endpoint, make_config, running
+from daemon_helpers import Run, check_stream, daemon_events, free_endpoint, make_config, running
 from steel_edge.daemon import BUNDLED_MODEL, build_daemon
 from steel_edge.data.severstal import load_severstal
 from steel_edge.data.synth import write_dataset
 from steel_edge.demo import event_masks
-from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent, decode_message
+from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent
 from steel_edge.metrics import SegmentationScores, all_empty_dice
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,32 +181,19 @@ def test_sigterm_during_a_batch_drains_and_a_restart_finishes_it_exactly_once(sy
     publishers: set[str] = set()
     for attempt in range(2):
         endpoint = free_endpoint()
-        ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(endpoint)
-        proc = subprocess.Popen(
-            _cli("--source", f"folder:{folder}", "--once", "--publish", endpoint,
-                 "--set", "publish.wait_subscribers=1", "--set", f"folder.state_dir={state}",
-                 "--set", "pipeline.batch_size=1", "--set", "reload.enabled=false",
-                 "--set", f"journal.path={state / 'events.journal'}", "--set", "journal.replay_endpoint=tcp://127.0.0.1:*"),
-            stderr=subprocess.PIPE, text=True, cwd=REPO)
-        events = []
-        try:
-            while True:
-                assert sub.poll(60000), "daemon went silent"
-                event, _ = decode_message(sub.recv_multipart())
-                events.append(event)
-                results = [e for e in events if isinstance(e, DefectEvent)]
-                if attempt == 0 and len(results) == 10:
-                    proc.send_signal(signal.SIGTERM)
-                if isinstance(event, EndOfStreamEvent):
-                    break
-            assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
-        finally:
-            proc.kill()
-            sub.close(0)
-            ctx.term()
+
+        def stop_after_ten(event: object, so_far: list[object], proc: subprocess.Popen[str],
+                           attempt: int = attempt) -> None:
+            results = sum(isinstance(e, DefectEvent) for e in so_far)
+            if attempt == 0 and isinstance(event, DefectEvent) and results == 10:
+                proc.send_signal(signal.SIGTERM)
+
+        events = daemon_events(endpoint, [
+            "--source", f"folder:{folder}", "--once", "--publish", endpoint,
+            "--set", "publish.wait_subscribers=1", "--set", f"folder.state_dir={state}",
+            "--set", "pipeline.batch_size=1", "--set", "reload.enabled=false",
+            "--set", f"journal.path={state / 'events.journal'}", "--set", "journal.replay_endpoint=tcp://127.0.0.1:*"],
+            stop_after_ten, cwd=REPO)
         eos = events[-1]
         assert isinstance(eos, EndOfStreamEvent)
         # one journal, so one publisher id and one seq sequence across both runs

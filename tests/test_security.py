@@ -6,6 +6,7 @@ means "was refused" and not "nothing was published yet".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -40,9 +41,9 @@ def keys(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture()
-def server(keys: Path) -> Iterator[tuple[zmq.Socket, str]]:
-    """A CURVE XPUB bound on an ephemeral loopback port; yields (socket, endpoint)."""
+@contextlib.contextmanager
+def _curve_pub(keys: Path) -> Iterator[tuple[zmq.Socket, str, CurveServer]]:
+    """A CURVE XPUB bound on an ephemeral loopback port; yields (socket, endpoint, authenticator)."""
     ctx = zmq.Context()
     curve = CurveServer(ctx, keys / "daemon.key_secret", keys / "clients")
     curve.start()
@@ -51,11 +52,17 @@ def server(keys: Path) -> Iterator[tuple[zmq.Socket, str]]:
     curve.apply(pub)
     pub.bind("tcp://127.0.0.1:*")
     try:
-        yield pub, pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        yield pub, pub.getsockopt(zmq.LAST_ENDPOINT).decode(), curve
     finally:
         pub.close(linger=0)
         curve.stop()
         ctx.term()
+
+
+@pytest.fixture()
+def server(keys: Path) -> Iterator[tuple[zmq.Socket, str]]:
+    with _curve_pub(keys) as (pub, endpoint, _curve):
+        yield pub, endpoint
 
 
 @pytest.fixture()
@@ -222,15 +229,7 @@ def test_forged_publisher_cannot_reach_pinned_subscriber(
 
 @pytest.mark.timeout(30)
 def test_reload_admits_a_new_client(client_ctx: zmq.Context, keys: Path) -> None:
-    ctx = zmq.Context()
-    curve = CurveServer(ctx, keys / "daemon.key_secret", keys / "clients")
-    curve.start()
-    pub = ctx.socket(zmq.XPUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    curve.apply(pub)
-    pub.bind("tcp://127.0.0.1:*")
-    try:
-        endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+    with _curve_pub(keys) as (pub, endpoint, curve):
         assert keys_main([str(keys), "--client", "late"]) == 0
         assert curve.reload() == 2
         late = _sub(client_ctx, endpoint, keys / "daemon.key", keys / "private/late.key_secret")
@@ -240,10 +239,6 @@ def test_reload_admits_a_new_client(client_ctx: zmq.Context, keys: Path) -> None
         with pytest.raises(SecurityError, match="allow-list is empty"):
             curve.reload()
         assert len(curve.allowed) == 2  # the previous list stays in force
-    finally:
-        pub.close(linger=0)
-        curve.stop()
-        ctx.term()
 
 
 def test_apply_before_start_is_refused(keys: Path) -> None:

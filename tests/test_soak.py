@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
 
-from daemon_helpers import free_endpoint
+from daemon_helpers import daemon_events, free_endpoint
 from steel_edge.config import EdgeConfig
 from steel_edge.daemon import build_daemon
-from steel_edge.events import DefectEvent, EndOfStreamEvent, StatusEvent, decode_message
+from steel_edge.events import DefectEvent, StatusEvent
 from steel_edge.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,37 +31,25 @@ def _rss_kb(pid: int) -> int:
 @pytest.mark.timeout(600)
 def test_soak_10000_frames_resident_memory_grows_under_5_percent(tmp_path: Path) -> None:
     endpoint = free_endpoint()
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(endpoint)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "steel_edge.cli", "--source", f"synth:8:{SOAK_FRAMES}", "--camera", "soak",
-         "--publish", endpoint, "--log-level", "WARNING", "--set", "publish.wait_subscribers=1",
-         "--set", "pipeline.overflow=wait", "--set", "reload.enabled=false", "--set", "publish.rle=true",
-         "--set", f"journal.path={tmp_path / 'soak.journal'}", "--set", "journal.replay_endpoint=tcp://127.0.0.1:*",
-         "--set", "journal.max_events=5000", "--set", "status.interval_s=1"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
     results = 0
     rss_start = rss_end = 0
+
+    def sample(event: object, _so_far: object, proc: subprocess.Popen[str]) -> None:
+        nonlocal results, rss_start, rss_end
+        if isinstance(event, DefectEvent):
+            results += 1
+            if results == 1000:  # after warm-up: model, pools, journal and queues at their working size
+                rss_start = _rss_kb(proc.pid)
+            if results == SOAK_FRAMES - 50:
+                rss_end = _rss_kb(proc.pid)
+
     t0 = time.monotonic()
-    try:
-        while True:
-            assert sub.poll(60_000), "daemon went silent"
-            event, _ = decode_message(sub.recv_multipart())
-            if isinstance(event, DefectEvent):
-                results += 1
-                if results == 1000:  # after warm-up: model, pools, journal and queues at their working size
-                    rss_start = _rss_kb(proc.pid)
-                if results == SOAK_FRAMES - 50:
-                    rss_end = _rss_kb(proc.pid)
-            if isinstance(event, EndOfStreamEvent):
-                break
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
-    finally:
-        proc.kill()
-        sub.close(0)
-        ctx.term()
+    daemon_events(endpoint, [
+        "--source", f"synth:8:{SOAK_FRAMES}", "--camera", "soak",
+        "--publish", endpoint, "--log-level", "WARNING", "--set", "publish.wait_subscribers=1",
+        "--set", "pipeline.overflow=wait", "--set", "reload.enabled=false", "--set", "publish.rle=true",
+        "--set", f"journal.path={tmp_path / 'soak.journal'}", "--set", "journal.replay_endpoint=tcp://127.0.0.1:*",
+        "--set", "journal.max_events=5000", "--set", "status.interval_s=1"], sample, cwd=REPO)
     elapsed = time.monotonic() - t0
     growth = (rss_end - rss_start) / rss_start
     print(f"soak: {results} frames in {elapsed:.0f} s ({results / elapsed:.0f}/s); RSS {rss_start / 1024:.1f} MB at "
