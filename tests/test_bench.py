@@ -16,7 +16,7 @@ from steel_edge.cli.bench import bench_main
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_json_has_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(["--frames", "16", "--json", "--repeat", "1"]) == 0
+    assert bench_main(["--frames", "16", "--json", "--repeat", "1", "--clean-share", "0.9"]) == 0
     report = json.loads(capsys.readouterr().out)
 
     assert report["machine"]["cores"] >= 1 and report["machine"]["onnxruntime"]
@@ -37,6 +37,9 @@ def test_bench_json_has_every_figure(capsys: pytest.CaptureFixture[str]) -> None
     assert 0 < child["start_to_first_event_s"] <= child["start_to_first_result_s"]
     assert child["fps"] > 0
     assert "keras" not in report  # the Keras comparison lives in benchmarks/onnx_vs_keras.py
+    clean = report["by_clean_share"]["0.9"]
+    assert clean["clean_frames"] >= 12 and clean["raw_fps"] > 0 and clean["e2e_fps"] > 0  # about 90% of 16
+    assert clean["pipeline_efficiency"] == pytest.approx(clean["e2e_fps"] / clean["raw_fps"])
 
 
 def test_bench_refuses_bad_arguments() -> None:

@@ -131,11 +131,13 @@ def _free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_frames(folder: Path, frames: int, seed: int) -> list[Path]:
-    """Write ``frames`` synthetic 1600x256 JPEGs (about half defect-free) and return them in name order."""
-    from steel_edge.data.synth import write_dataset
+def make_frames(folder: Path, frames: int, seed: int, clean_share: float | None = None) -> list[Path]:
+    """Write ``frames`` synthetic 1600x256 JPEGs and return them in name order; ``clean_share`` is the share
+    of defect-free frames (default: the generator's, about half, like the Kaggle train set)."""
+    from steel_edge.data.synth import SynthConfig, write_dataset
 
-    write_dataset(folder, frames, seed)
+    config = SynthConfig() if clean_share is None else SynthConfig(defect_free_share=clean_share)
+    write_dataset(folder, frames, seed, config)
     files = sorted((folder / "train_images").glob("*.jpg"))
     if len(files) != frames:
         raise BenchError(f"expected {frames} frames in {folder}, found {len(files)}")

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("--skip-subprocess", action="store_true", help="do not run the daemon as a child process")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--clean-share", type=float, nargs="+", metavar="S",
+                        help="also run raw onnxruntime and end to end on frames of which this share is defect-free, "
+                             "e.g. --clean-share 0.5 0.9 (a line sees mostly clean strip)")
     parser.add_argument("--live-seconds", type=float, default=5.0,
                         help="live-mode phase: a fake camera at twice the end-to-end rate for this long (0: skip)")
     return parser
@@ -74,6 +77,8 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         report["e2e"] = bench_e2e(cfg, args.frames)
     report["e2e"]["cpu_steal_pct"] = steal.pct
     report["pipeline_efficiency"] = report["e2e"]["fps"] / report["raw"]["fps"]
+    for share in args.clean_share or ():
+        report.setdefault("by_clean_share", {})[f"{share:g}"] = _at_clean_share(args, work, model_path, threads, share)
     if args.live_seconds > 0:
         report["live"] = bench_live(model_path, threads, 2 * report["e2e"]["fps"], args.live_seconds)
     if "raw_all_cores" in report:
@@ -83,6 +88,23 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         report["subprocess"] = bench_subprocess(folder, model_path, work / "state-child", args.batch_size, threads,
                                                 args.frames, work / "daemon.log")
     return report
+
+
+def _at_clean_share(args: argparse.Namespace, work: Path, model_path: Path, threads: int,
+                    share: float) -> dict[str, Any]:
+    """Raw onnxruntime and the whole daemon on frames of which ``share`` is defect-free (same model, settings)."""
+    data = work / f"data-clean-{share:g}"
+    files = make_frames(data, args.frames, args.seed, clean_share=share)
+    model = load_model(model_path, threads=threads, spinning=EdgeConfig().inference.spinning)
+    with Steal() as steal:
+        raw = bench_raw(model, files, args.batch_size, args.repeat)
+    del model
+    cfg = bench_config(data / "train_images", model_path, work / f"state-clean-{share:g}", args.batch_size, threads)
+    e2e = bench_e2e(cfg, args.frames)
+    labelled = {row.split(",")[0] for row in (data / "train.csv").read_text().splitlines()[1:]}
+    return {"clean_share": share, "clean_frames": args.frames - len(labelled),
+            "frames_with_defects_found": e2e["with_defects"], "raw_fps": raw["fps"],
+            "e2e_fps": e2e["fps"], "pipeline_efficiency": e2e["fps"] / raw["fps"], "cpu_steal_pct": steal.pct}
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -107,6 +129,10 @@ def format_table(r: dict[str, Any]) -> str:
     if "raw_all_cores" in r:
         rows.insert(5, ("raw, every core", f"{r['raw_all_cores']['fps']:.1f} frames/s (the model alone on all "
                                            f"{m['cores']} cores; end to end is {r['e2e_vs_raw_all_cores']:.2f} of it)"))
+    for key, c in r.get("by_clean_share", {}).items():
+        rows.append((f"{float(key):.0%} defect-free", f"raw {c['raw_fps']:.1f}, end to end {c['e2e_fps']:.1f} frames/s "
+                                                   f"(efficiency {c['pipeline_efficiency']:.2f}; {c['clean_frames']} "
+                                                   "clean frames)"))
     lv = r.get("live")
     if lv:
         lat, late = lv["latency_ms"], lv["latency_ms_second_half"]
@@ -131,6 +157,8 @@ def bench_main(argv: list[str] | None = None) -> int:
         parser.error("--frames, --batch-size and --threads must be at least 1")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if any(not 0 <= share <= 1 for share in args.clean_share or ()):
+        parser.error("--clean-share takes shares from 0 to 1, e.g. 0.5 0.9")
     try:
         with tempfile.TemporaryDirectory(prefix="steel-edge-bench-") as tmp:
             report = run_bench(args, Path(tmp))
