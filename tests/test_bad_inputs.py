@@ -370,3 +370,15 @@ def test_read_gray_keeps_its_behaviour_for_valid_files(tmp_path: Path) -> None:
         read_gray(tmp_path / "a.png", expect=(10, 10))
     with pytest.raises(ImageReadError, match="not found"):
         read_gray(tmp_path / "missing.png")
+
+
+def test_strict_jpeg_decoding_gives_opencvs_pixels(severstal_dir: Path) -> None:
+    """The folder source decodes JPEGs once, strictly (simplejpeg); the pixels must be exactly those OpenCV
+    gives, which training read, or the line would see other frames than the model learnt on."""
+    from steel_edge.data.synth import SynthConfig, _render
+
+    frames = [_render(0, i, SynthConfig())[1] for i in range(6)]
+    frames += [p.read_bytes() for p in sorted((severstal_dir / "train_images").glob("*.jpg"))[:6]]
+    for data in frames:
+        strict = decode_gray(data, "f.jpg", strict_jpeg=True)
+        assert np.array_equal(strict, decode_gray(data, "f.jpg")) and strict.flags["C_CONTIGUOUS"]
