@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from steel_edge.endpoints import DEFAULT_ENDPOINT
 from steel_edge.events import CameraId
+from steel_edge.names import IMAGE_SUFFIXES
 from steel_edge.postprocess import PostprocessParams
 
-IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff")
+IMAGE_PATTERNS = tuple(f"*{suffix}" for suffix in IMAGE_SUFFIXES)
 Seconds = Annotated[float, Field(gt=0)]
 
 

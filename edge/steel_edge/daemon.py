@@ -89,10 +89,6 @@ class Daemon:
         return self.shared.frames
 
     @property
-    def fatal(self) -> bool:
-        return self.shared.fatal
-
-    @property
     def zeromq(self) -> ZmqSink:
         sink = self.sinks.get("zeromq")
         assert isinstance(sink, ZmqSink)
@@ -111,10 +107,6 @@ class Daemon:
     def curve(self) -> Any:
         """The ``steel_edge.security.CurveServer`` when CURVE is on, else None."""
         return self.zeromq.curve
-
-    @property
-    def frames_processed(self) -> int:
-        return self.publish.frames_processed
 
     # -- control ----------------------------------------------------------------------------------
     def stop(self) -> None:

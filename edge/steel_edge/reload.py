@@ -43,7 +43,6 @@ class ModelReloader:
         self.cfg = cfg
         self.threads = threads
         self.shared = shared
-        self.reloads = 0
 
     def run(self) -> None:
         last = _stat(self.path)
@@ -75,7 +74,6 @@ class ModelReloader:
         if new.sha256 == shared.model.sha256:
             return
         shared.model = new  # one reference assignment: the next batch uses it, the current one finishes
-        self.reloads += 1
         shared.stats.reloads += 1
         shared.stats.set_model(new.sha256)
         log.info("model reloaded: %s (sha256 %s)", self.path, new.sha256[:12])
