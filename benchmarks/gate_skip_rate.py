@@ -1,5 +1,6 @@
 """On how many real tiles could a cascade skip the mask decoder? The share of frames on which no class passes
-its hard-gate presence threshold, with the model's tuned thresholds and with every threshold raised to a floor.
+its hard-gate presence threshold, with the model's skip rule (``skip_below``, what its cascade form skips on), with
+its tuned thresholds and with every threshold raised to a floor.
 Issue 24's groundwork: the gate's behaviour on real strip, not a quality figure (most of these frames trained
 the bundled model).
 
@@ -39,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     scores, free = np.concatenate(presence), np.array(clean)
     report: dict[str, object] = {"model": str(args.model), "frames": len(images), "defect_free": int(free.sum()),
                                  "gate": params.gate}
-    for label, thresholds in (("tuned", np.array(params.presence_threshold)),
-                              (f"floor_{args.floor:g}", np.maximum(params.presence_threshold, args.floor))):
+    rules = [("tuned", np.array(params.presence_threshold)),
+             (f"floor_{args.floor:g}", np.maximum(params.presence_threshold, args.floor))]
+    if params.skip_below is not None:  # the model's own skip rule, what its cascade form skips on
+        rules.insert(0, ("skip_rule", np.array(params.skip_below)))
+    for label, thresholds in rules:
         skip = ~(scores >= thresholds).any(axis=1)
         report[label] = {"thresholds": thresholds.round(3).tolist(), "skippable": float(skip.mean()),
                          "skippable_defect_free": float(skip[free].mean()) if free.any() else None,

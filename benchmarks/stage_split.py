@@ -3,8 +3,9 @@ cascade would skip on tiles no class passes), from onnxruntime's own per-node pr
 
     python benchmarks/stage_split.py [--model FILE.onnx] [--tiles 40]
 
-A node belongs to the encoder when the ``presence`` output depends on it; the rest is the decoder. Needs the
-``onnx`` package (the train extra) to read the graph.
+A node belongs to the encoder when the ``presence`` output depends on it; the rest is the decoder
+(``steel_export.cascade.split_nodes``). A cascade file is profiled as its single graph, every tile through both
+stages. Needs the export extra (the ``onnx`` package).
 """
 
 from __future__ import annotations
@@ -22,19 +23,7 @@ import onnxruntime as ort
 
 from steel_edge.daemon import BUNDLED_MODEL
 from steel_edge.data.synth import generate
-
-
-def encoder_nodes(model: onnx.ModelProto, output: str = "presence") -> set[str]:
-    producer = {o: n for n in model.graph.node for o in n.output}
-    need: set[str] = set()
-    stack = [output]
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in need:
-            continue
-        need.add(node.name)
-        stack += list(node.input)
-    return need
+from steel_export import cascade
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=BUNDLED_MODEL)
     parser.add_argument("--tiles", type=int, default=40)
     args = parser.parse_args(argv)
-    encoder = encoder_nodes(onnx.load(str(args.model)))
+    single = cascade.to_single(onnx.load(str(args.model)))
+    encoder = {n.name for n in cascade.split_nodes(single.graph)[0]}
     with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(single, os.path.join(tmp, "single.onnx"))
         opts = ort.SessionOptions()
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "profile")
         opts.intra_op_num_threads = 1  # the daemon's inference threads on a 2-core box
-        session = ort.InferenceSession(str(args.model), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(os.path.join(tmp, "single.onnx"), opts, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         tiles = np.stack([generate(0, i).image for i in range(8)]).astype(np.float32)[:, None]
         for i in range(args.tiles):

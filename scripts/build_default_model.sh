@@ -74,6 +74,9 @@ record = {
     "keras_test_dice": metrics["test"]["dice_mean"],
     "validation_dice": metrics["dice_mean"],
     "parity": {k: report["parity"][k] for k in ("images", "real_images", "max_abs_diff", "postprocessed_dice")},
+    # single: every tile through the whole graph; cascade: the mask decoder only where the skip rule reads masks
+    "form": report["form"],
+    "skip_below": (report["cascade"] or {}).get("skip_below"),
     "rebuild": "bash scripts/build_default_model.sh",
 }
 onnx.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")

@@ -40,12 +40,23 @@ def test_bench_json_has_every_figure(capsys: pytest.CaptureFixture[str]) -> None
     clean = report["by_clean_share"]["0.9"]
     assert clean["clean_frames"] >= 12 and clean["raw_fps"] > 0 and clean["e2e_fps"] > 0  # about 90% of 16
     assert clean["pipeline_efficiency"] == pytest.approx(clean["e2e_fps"] / clean["raw_fps"])
+    # The bundled model is a cascade: the share of tiles whose mask decoder was skipped is reported.
+    assert report["model"]["form"] == "cascade" and report["providers"] == ["CPUExecutionProvider"]
+    assert 0 <= raw["decoder_skipped_share"] <= 1 and 0 <= clean["decoder_skipped_share"] <= 1
 
 
 def test_bench_refuses_bad_arguments() -> None:
     with pytest.raises(SystemExit) as exc:
         bench_main(["--frames", "0"])
     assert exc.value.code == 2
+
+
+def test_bench_names_a_provider_this_onnxruntime_lacks(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_main(["--providers", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--providers CUDAExecutionProvider: not in this onnxruntime build" in err and "edge-gpu extra" in err
 
 
 @pytest.mark.tf
@@ -63,7 +74,9 @@ def test_keras_twin_is_the_bundled_models_architecture() -> None:
     model, _ = bundled_keras_twin((256, 1600))
     keras_kernels = sum(int(np.prod(w.shape)) for layer in model.layers if "Conv" in type(layer).__name__
                         for w in layer.weights if "kernel" in w.path)
-    graph = onnx.load(str(BUNDLED_MODEL)).graph
+    from steel_export.cascade import to_single
+
+    graph = to_single(onnx.load(str(BUNDLED_MODEL))).graph  # the bundled file is a cascade: decoder put back in line
     init = {i.name: i for i in graph.initializer}
     onnx_kernels = sum(int(np.prod(init[n.input[1]].dims)) for n in graph.node
                        if n.op_type == "Conv" and n.input[1] in init)

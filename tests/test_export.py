@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.tf, pytest.mark.slow]
 IMAGES = "20"
 
 
-def _run_folder(out: Path, kind: str) -> Path:
-    """A fake run folder (model.keras, run.json, postprocess.json) around a tiny untrained model."""
+def _run_folder(out: Path, kind: str, skip_below: tuple[float, ...] | None = None) -> Path:
+    """A fake run folder (model.keras, run.json, postprocess.json) around a tiny untrained model; ``skip_below``
+    goes into the seg run's post-processing (a cascade export)."""
     from steel_edge.postprocess import PostprocessParams
     from steel_train.config import load_train_config
     from steel_train.models import build_cls, build_seg
@@ -32,13 +33,16 @@ def _run_folder(out: Path, kind: str) -> Path:
         model = build_seg(load_train_config("seg", None, {"model.width": 8, "model.depth": 3,
                                                           "model.input_downsample": 1}).model)
         names = ["1", "2", "3", "4"]
-        params = PostprocessParams(pixel_threshold=(0.5, 0.5, 0.45, 0.5), min_area=(0, 0, 0, 0))
+        params = PostprocessParams(pixel_threshold=(0.5, 0.5, 0.45, 0.5), min_area=(0, 0, 0, 0),
+                                   skip_below=skip_below)
         (out / "postprocess.json").write_text(params.model_dump_json())
     else:
         cfg = load_train_config("cls", None, {"model.width": 4, "model.depth": 2, "model.input_height": 48,
                                               "model.input_width": 48})
         names = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
         model = build_cls(cfg.model, len(names))
+    if (out.parent / "seg" / "model.keras").is_file() and kind == "seg":  # the same weights as the first seg run
+        model.load_weights(out.parent / "seg" / "model.keras")
     model.save(out / "model.keras")
     run = {"model_kind": kind, "class_names": names, "data_fingerprint": "ab" * 32, "code_version": "0.1.0+gtest"}
     (out / "run.json").write_text(json.dumps(run))
@@ -56,7 +60,10 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str,
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
-    return {kind: _run_folder(root / kind, kind) for kind in ("seg", "cls")}
+    runs = {kind: _run_folder(root / kind, kind) for kind in ("seg", "cls")}
+    # Skip values equal to the hard gate's thresholds (0.5): the skip rule then changes no answer.
+    runs["cascade"] = _run_folder(root / "cascade", "seg", skip_below=(0.5, 0.5, 0.5, 0.5))
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +220,74 @@ def test_the_daemon_runs_a_cls_model_with_one_result_per_image(runs: dict[str, P
         d = r.defects[0]
         assert d.bbox == (0, 0, 200, 200) and d.area_px == 200 * 200
         assert d.score == max(p.score for p in r.presence) and d.class_name in {p.class_name for p in r.presence}
+
+
+@pytest.fixture(scope="module")
+def cascade_export(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    from steel_export.export import export_model
+
+    out = tmp_path_factory.mktemp("out") / "cascade.onnx"
+    return out, export_model(runs["cascade"], out, parity_images=int(IMAGES))  # form auto: the run has a skip rule
+
+
+def test_cascade_export_runs_the_decoder_only_where_the_skip_rule_reads_masks(
+        cascade_export: tuple[Path, dict[str, Any]], seg_export: tuple[Path, dict[str, Any]]) -> None:
+    """The cascade file: the same encoder, presence and (where it runs) masks as the single graph of the same
+    weights; masks of zeros, and no decoder, where every class is under its skip value."""
+    from steel_edge.data.synth import stream
+    from steel_edge.postprocess import PostprocessParams
+
+    out, report = cascade_export
+    assert report["form"] == "cascade" and report["parity"]["passed"]
+    gate = report["cascade"]
+    assert gate["images"] >= 20 and gate["skip_below"] == [0.5] * 4
+    assert gate["encoder_nodes"] > 0 and gate["decoder_nodes"] > 0
+    model, single = load_model(out, expect_kind="seg"), load_model(seg_export[0])
+    assert model.contract.form == "cascade" and single.contract.form == "single"
+    assert "If" in report["op_counts"]
+    x = model.to_tensor(np.stack([f.image for f in stream(seed=3, count=3)]))
+    ref_masks, ref_presence = single.run_tensor(x)
+    masks, presence = model.run_tensor(x, decode_all=True)
+    assert np.abs(masks - ref_masks).max() <= 1e-5 and np.abs(presence - ref_presence).max() <= 1e-5
+    always = PostprocessParams(skip_below=(1.0, 1.0, 1.0, 1.0))  # every tile under: the decoder never runs
+    skipped, presence2 = model.run_tensor(x, always)
+    assert not skipped.any() and np.array_equal(presence2, presence)
+    assert all(always.skips(p) for p in presence2)
+    never = PostprocessParams(skip_below=(0.0, 0.0, 0.0, 0.0))
+    assert np.array_equal(model.run_tensor(x, never)[0], masks)
+
+
+def test_cascade_and_single_give_the_same_events(cascade_export: tuple[Path, dict[str, Any]],
+                                                 seg_export: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """Through the whole daemon, on frames where the gate passes and frames where it does not, both forms of
+    one model publish the same defects for every frame."""
+    from daemon_helpers import make_config, running
+    from steel_edge.data.imageio import write_jpeg
+    from steel_edge.data.synth import stream
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(stream(seed=11, count=8)):
+        write_jpeg(folder / f"f{i}.jpg", frame.image)
+    answers = {}
+    for form, (path, _) in (("single", seg_export), ("cascade", cascade_export)):
+        cfg = make_config(f"folder:{folder}", tmp_path / f"state_{form}", model=str(path))
+        with running(cfg) as run:
+            run.until_eos()
+        answers[form] = {r.frame_id: [(d.class_id, d.bbox, d.area_px) for d in r.defects] for r in run.results()}
+    assert len(answers["single"]) == 8 and answers["cascade"] == answers["single"]
+
+
+def test_cascade_form_needs_a_skip_rule(runs: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = _cli(capsys, "--model", str(runs["seg"]), "--out", str(tmp_path / "c.onnx"), "--form", "cascade",
+                        "--images", IMAGES)
+    assert code == 2 and "skip rule" in report["error"] and "steel-train tune" in report["error"]
+
+
+def test_check_command_reruns_parity_on_a_cascade(cascade_export: tuple[Path, dict[str, Any]], runs: dict[str, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = cascade_export
+    code, report = _cli(capsys, "check", str(out), "--keras", str(runs["cascade"]), "--images", IMAGES)
+    assert code == 0 and report["ok"] and report["max_abs_diff"] <= 1e-4
+    assert report["contract"]["form"] == "cascade" and report["contract"]["postprocess"]["skip_below"] == [0.5] * 4

@@ -291,3 +291,19 @@ def test_contract_rules() -> None:
     cls = json.loads(cls_contract().model_dump_json(by_alias=True))
     with pytest.raises(ValidationError, match="seg models only"):
         ModelContract.model_validate({**cls, "mask_stride": 4})
+    with pytest.raises(ValidationError, match="single form only"):
+        ModelContract.model_validate({**cls, "form": "cascade"})
+    with pytest.raises(ValidationError, match="cascade seg model needs a hard gate and postprocess.skip_below"):
+        ModelContract.model_validate({**good, "form": "cascade"})
+    cascade = {**good, "form": "cascade", "postprocess": {**good["postprocess"], "skip_below": [0.5, 0.5, 0.5, 0.5]}}
+    assert ModelContract.model_validate(cascade).form == "cascade"
+    with pytest.raises(ValidationError, match="form"):
+        ModelContract.model_validate({**good, "form": "two-stage"})
+
+
+def test_cascade_contract_on_a_graph_without_the_skip_input_is_refused(tmp_path: Path) -> None:
+    params = PostprocessParams(skip_below=(0.5, 0.5, 0.5, 0.5))
+    contract = seg_contract(form="cascade", postprocess=params)
+    path = save(seg_onnx(contract.to_metadata()), tmp_path / "cascade.onnx")
+    with pytest.raises(ModelContractError, match="cascade model needs the graph input 'skip_below'"):
+        load_model(path)

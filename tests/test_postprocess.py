@@ -84,6 +84,32 @@ def test_hard_soft_and_no_gate() -> None:
     assert none.classes == (1, 3)
 
 
+def test_skip_rule_reads_no_mask_of_a_tile_where_every_class_is_under_its_skip_value() -> None:
+    """Rule 0 (what a cascade model applies in its graph): a whole tile under skip_below is defect-free, even
+    with confident masks; one class reaching its value and the usual per-class rules apply to every class."""
+    low = np.array([0.25, 0.125, 0.25, 0.125], np.float32)
+    gate_open = PostprocessParams(presence_threshold=(0.0, 0.0, 0.0, 0.0), **NO_AREAS)  # rule 1 lets all through
+    assert postprocess(blob_probs(), low, gate_open).classes == (1, 3)
+    skip = gate_open.model_copy(update={"skip_below": (0.5, 0.5, 0.25, 0.5)})
+    assert skip.skips(low) is False  # class 3 reaches 0.25: the tile is read
+    assert postprocess(blob_probs(), low, skip).classes == (1, 3)
+    skip = gate_open.model_copy(update={"skip_below": (0.5, 0.5, 0.5, 0.5)})
+    assert skip.skips(low) is True
+    res = postprocess(blob_probs(), low, skip)
+    assert res.defects == () and not res.masks.any() and res.presence == (0.25, 0.125, 0.25, 0.125)
+    assert not masks_only(blob_probs(), low, skip).any()
+    # Only with a hard gate and a presence head: soft and no gate never skip, nor does a model without presence.
+    assert not skip.model_copy(update={"gate": "soft"}).skips(low) and not skip.skips(None)
+    assert postprocess(blob_probs(), None, skip).classes == (1, 3)
+    # Skip values equal to the hard gate's thresholds change no answer.
+    tuned = PostprocessParams(presence_threshold=(0.5, 0.5, 0.5, 0.5), **NO_AREAS)
+    same = tuned.model_copy(update={"skip_below": tuned.presence_threshold})
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        presence = rng.random(4).astype(np.float32)
+        assert postprocess(blob_probs(), presence, same).classes == postprocess(blob_probs(), presence, tuned).classes
+
+
 def test_no_presence_head_means_no_gate() -> None:
     for gate in ("hard", "soft", "none"):
         res = postprocess(blob_probs(), None, PostprocessParams(gate=gate, **NO_AREAS))

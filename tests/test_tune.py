@@ -7,7 +7,7 @@ import pytest
 
 from steel_edge.metrics import dice
 from steel_edge.postprocess import PostprocessParams, postprocess
-from steel_train.tune import starting_values, tune_postprocess
+from steel_train.tune import SKIP_CAP, skip_thresholds, starting_values, tune_postprocess, with_skip
 
 
 def _case(seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -138,3 +138,26 @@ def test_floors_that_cannot_be_met_are_reported_not_hidden() -> None:
     for choice in report:
         if not choice.floors_met:
             assert (choice.precision or 0.0) < 1.0 or (choice.recall or 0.0) < 1.0
+
+
+def test_skip_values_keep_every_correct_call_on_the_tuning_frames() -> None:
+    """A class with a hard-gate threshold keeps it as its skip value; a class called on its masks alone (threshold
+    0) gets half its lowest presence among its correct calls, at most SKIP_CAP, or SKIP_CAP with none."""
+    presence = np.array([[0.9, 0.2, 0.1, 0.0], [0.1, 0.04, 0.8, 0.0], [0.6, 0.5, 0.7, 0.0]])
+    found = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0]], bool)
+    present = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 1, 0, 0]], bool)
+    values = skip_thresholds(presence, found, present, (0.5, 0.0, 0.7, 0.0))
+    assert values == (0.5, 0.02, 0.7, SKIP_CAP)
+    assert skip_thresholds(presence, found, present, (0.5, 0.0, 0.7, 0.3))[1:] == (0.02, 0.7, 0.3)
+    # with_skip on real predictions: no correct call of the tuned rules is lost to the skip.
+    probs, pres, truths = _case(3)
+    params = PostprocessParams(presence_threshold=(0.5, 0.0, 0.6, 0.0), min_area=(0, 0, 0, 0))
+    present = np.array([t.reshape(4, -1).any(axis=1) for t in truths])
+    skipping = with_skip(params, probs, pres, present, (256, 1600))
+    assert skipping.skip_below is not None and skipping.skip_below[0] == 0.5 and skipping.skip_below[2] == 0.6
+    for n in range(len(probs)):
+        before = postprocess(probs[n], pres[n], params).classes
+        after = postprocess(probs[n], pres[n], skipping).classes
+        correct = {c for c in before if present[n, c - 1]}
+        assert correct <= set(after)
+    assert with_skip(params.model_copy(update={"gate": "soft"}), probs, pres, present, (256, 1600)).skip_below is None

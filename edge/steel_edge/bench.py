@@ -131,6 +131,9 @@ def _free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
+CPU = ("CPUExecutionProvider",)
+
+
 def make_frames(folder: Path, frames: int, seed: int, clean_share: float | None = None) -> list[Path]:
     """Write ``frames`` synthetic 1600x256 JPEGs and return them in name order; ``clean_share`` is the share
     of defect-free frames (default: the generator's, about half, like the Kaggle train set)."""
@@ -171,25 +174,42 @@ def bench_raw(model: EdgeModel, files: Sequence[Path], batch_size: int, repeat: 
     model.run_tensor(feed(batches[0]))  # warm-up: first-call allocations are not throughput
     passes: list[float] = []
     per_batch: list[float] = []
-    for _ in range(repeat):
+    skipped = 0
+    for r in range(repeat):
         total = 0.0
         for paths in batches:
             inputs = feed(paths)
             t0 = time.perf_counter()
-            model.run_tensor(inputs)
+            outputs = model.run_tensor(inputs)
             dt = time.perf_counter() - t0
             total += dt
             per_batch.append(dt)
+            if r == 0:
+                skipped += _skipped_tiles(model, outputs)
         passes.append(total)
     seconds = float(np.median(passes))
-    return {"frames": len(files), "batches": len(batches), "passes": repeat, "seconds": seconds,
-            "fps": len(files) / seconds, "fps_best": len(files) / min(passes),
-            "fps_passes": [len(files) / p for p in passes],
-            "batch_ms_p50": 1000 * float(np.median(per_batch)), "frame_ms": 1000 * seconds / len(files)}
+    report = {"frames": len(files), "batches": len(batches), "passes": repeat, "seconds": seconds,
+              "fps": len(files) / seconds, "fps_best": len(files) / min(passes),
+              "fps_passes": [len(files) / p for p in passes],
+              "batch_ms_p50": 1000 * float(np.median(per_batch)), "frame_ms": 1000 * seconds / len(files)}
+    if model.contract.form == "cascade":
+        report["decoder_skipped_share"] = skipped / len(files)
+    return report
+
+
+def _skipped_tiles(model: EdgeModel, outputs: Sequence[np.ndarray]) -> int:
+    """Tiles of one batch whose mask decoder a cascade model skipped: the batch's masks are zeros (the decoder runs
+    for the whole batch or for none of it) and every tile is under the skip rule."""
+    params = model.contract.postprocess
+    if model.contract.form != "cascade" or params is None:
+        return 0
+    masks, presence = outputs
+    return len(presence) if not masks.any() and all(params.skips(p) for p in presence) else 0
 
 
 # -- the daemon, in process -------------------------------------------------------------------------
-def bench_config(folder: Path, model_path: Path, state_dir: Path, batch_size: int, threads: int) -> EdgeConfig:
+def bench_config(folder: Path, model_path: Path, state_dir: Path, batch_size: int, threads: int,
+                 providers: Sequence[str] = CPU) -> EdgeConfig:
     """The daemon's config for a benchmark: batch mode, loopback, one subscriber, no journal or reload.
 
     The journal is off because it is a per-event SQLite write whose cost is its own question (and it
@@ -198,7 +218,7 @@ def bench_config(folder: Path, model_path: Path, state_dir: Path, batch_size: in
     data: dict[str, Any] = {
         "camera": "bench", "source": f"folder:{folder}", "model": str(model_path), "once": True,
         "publish": {"endpoints": ["tcp://127.0.0.1:*"], "wait_subscribers": 1, "wait_timeout_s": 30.0},
-        "pipeline": {"batch_size": batch_size}, "inference": {"threads": threads},
+        "pipeline": {"batch_size": batch_size}, "inference": {"threads": threads, "providers": list(providers)},
         "folder": {"state_dir": str(state_dir)}, "reload": {"enabled": False}, "journal": {"enabled": False},
     }
     return EdgeConfig.model_validate(data)
@@ -288,15 +308,16 @@ def bench_e2e(cfg: EdgeConfig, frames: int) -> dict[str, Any]:
     return collector.summary(frames)
 
 
-def bench_live(model_path: Path, threads: int, fps: float, seconds: float) -> dict[str, Any]:
+def bench_live(model_path: Path, threads: int, fps: float, seconds: float,
+               providers: Sequence[str] = CPU) -> dict[str, Any]:
     """Live mode under overload: a fake line camera (``synth:``) at ``fps`` (twice what the pipeline
     does end to end) for ``seconds``. The camera does not wait: frames are dropped oldest-first and
     counted, and latency (capture -> received) must stay bounded instead of growing with the backlog."""
     cfg = EdgeConfig.model_validate({
         "camera": "bench-live", "source": "synth:3", "model": str(model_path), "live": {"fps": fps},
         "publish": {"endpoints": ["tcp://127.0.0.1:*"], "wait_subscribers": 1, "wait_timeout_s": 30.0},
-        "inference": {"threads": threads}, "reload": {"enabled": False}, "journal": {"enabled": False},
-        "status": {"interval_s": 1.0},
+        "inference": {"threads": threads, "providers": list(providers)}, "reload": {"enabled": False},
+        "journal": {"enabled": False}, "status": {"interval_s": 1.0},
     })
     daemon = build_daemon(cfg)
     thread = threading.Thread(target=daemon.run, name="bench-live", daemon=True)
@@ -353,12 +374,12 @@ def _daemon_command() -> list[str]:
 
 
 def bench_subprocess(folder: Path, model_path: Path, state_dir: Path, batch_size: int, threads: int,
-                     frames: int, log: Path) -> dict[str, Any]:
+                     frames: int, log: Path, providers: Sequence[str] = CPU) -> dict[str, Any]:
     """``steel-edge --source folder:DIR --once`` as a child: its peak RSS, start -> first result, fps."""
     endpoint = f"tcp://127.0.0.1:{_free_tcp_port()}"
     sets = {"publish.wait_subscribers": 1, "publish.wait_timeout_s": 30, "journal.enabled": "false",
             "reload.enabled": "false", "folder.state_dir": str(state_dir), "pipeline.batch_size": batch_size,
-            "inference.threads": threads}
+            "inference.threads": threads, "inference.providers": f"[{', '.join(providers)}]"}
     cmd = [*_daemon_command(), "--source", f"folder:{folder}", "--once", "--model", str(model_path),
            "--publish", endpoint, "--camera", "bench", "--log-level", "WARNING"]
     for key, value in sets.items():

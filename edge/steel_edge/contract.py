@@ -41,6 +41,9 @@ METADATA_KEY = "steel_edge.contract"
 SEG_OUTPUTS = HEADS["seg"].outputs
 CLS_OUTPUTS = HEADS["cls"].outputs
 SEVERSTAL_CLASS_IDS = (1, 2, 3, 4)
+# A cascade seg model's second graph input: per-class presence values under which a tile's mask decoder is
+# skipped (PostprocessParams.skip_below, fed by the edge; zeros run the decoder on every tile).
+SKIP_INPUT = "skip_below"
 NORMALISATION = "grayscale 0..255 as float32; scaling happens inside the graph"
 
 
@@ -92,6 +95,9 @@ class ModelContract(_Frozen):
     mask_stride: int | None = Field(None, ge=1, description="seg: frame pixels per mask pixel, along y and x")
     postprocess: PostprocessParams | None = Field(None, description="seg: tuned per-class post-processing")
     precision: Literal["fp32", "int8"] = Field("fp32", description="int8: static QDQ quantization")
+    form: Literal["single", "cascade"] = Field(
+        "single", description="seg: single = presence and masks computed for every tile; cascade = the mask decoder "
+        f"runs only when some class reaches postprocess.skip_below (second graph input {SKIP_INPUT!r}); same answers")
     data_fingerprint: str = Field(..., description="steel_train.runinfo.data_fingerprint of the training data")
     code_version: str = Field(..., description="code version that trained the model")
     created_at: datetime = Field(..., description="when the ONNX file was written (UTC)")

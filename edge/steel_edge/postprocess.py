@@ -1,7 +1,16 @@
 """Raw segmentation outputs -> final per-class masks and a list of defects, for one tile.
 
 The one code path shared by training-time tuning and evaluation and by the edge daemon, so a Dice
-figure measured in training is the Dice the line gets. Rules, per class, in this order:
+figure measured in training is the Dice the line gets. First, for the whole tile:
+
+0. skip (``skip_below``, hard gate only): when every class's presence score is under its ``skip_below``
+   value the tile is defect-free and no mask is looked at. This is the rule a cascade model (contract
+   ``form: cascade``, docs/design.md "Cascade") applies inside its graph to skip the mask decoder, so both
+   forms of a model give the same answers. Where ``skip_below`` equals the hard gate's presence threshold
+   it changes nothing (rule 1 would drop every class anyway); it differs only for a class whose gate lets
+   everything through (threshold 0).
+
+Then, per class, in this order:
 
 1. gate: ``hard`` drops the class when its presence score is under ``presence_threshold``; ``soft``
    multiplies the probabilities by the presence score; ``none`` (or a model without a presence head)
@@ -74,6 +83,15 @@ class PostprocessParams(BaseModel):
         (600, 600, 900, 2000), description="class dropped if its remaining mask covers fewer frame pixels")
     min_component: PerClassArea = Field(
         (150, 150, 150, 150), description="connected components under this many frame pixels are removed")
+    skip_below: PerClassProb | None = Field(
+        None, description="hard gate: a tile where every class's presence is under this is defect-free, its masks "
+                          "unread (a cascade model does not compute them); null: every tile's masks are read")
+
+    def skips(self, presence: npt.ArrayLike | None) -> bool:
+        """Rule 0: is a tile with these (4,) presence scores defect-free without reading its masks?"""
+        if presence is None or self.skip_below is None or self.gate != "hard":
+            return False
+        return bool((np.asarray(presence, np.float64).reshape(-1) < np.asarray(self.skip_below)).all())
 
 
 @dataclass(frozen=True)
@@ -229,6 +247,8 @@ def _apply(
     fh, fw = frame_size
     factors = scale_factors(probs.shape, frame_size)
     masks = np.zeros((NUM_CLASSES if with_masks else 0, fh, fw), np.uint8)
+    if params.skips(pres):
+        return masks
     for c in range(NUM_CLASSES):
         p = class_probs(probs[c], None if pres is None else float(pres[c]), params, c)
         if p is None:

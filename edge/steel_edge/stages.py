@@ -153,7 +153,7 @@ class InferStage:
         if not ok:
             return
         x = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
-        for f, raw in zip(ok, model.head.split(model.run_tensor(x)), strict=True):
+        for f, raw in zip(ok, model.head.split(model.run_tensor(x, params)), strict=True):
             self.shared.post(Result(f, model, raw, params))
 
 

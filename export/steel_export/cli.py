@@ -50,6 +50,9 @@ def export_parser() -> argparse.ArgumentParser:
         epilog="run `steel-export check -h` for the check command")
     parser.add_argument("--model", type=Path, required=True, help="run folder or .keras file")
     parser.add_argument("--out", type=Path, required=True, help="output .onnx file")
+    parser.add_argument("--form", choices=["auto", "single", "cascade"], default="auto",
+                        help="seg: cascade = the mask decoder runs only on tiles some class may be on (same answers); "
+                             "auto (default) = cascade when the run's tuned post-processing has a skip rule")
     parser.add_argument("--int8", action="store_true", help="also make a static INT8 (QDQ, per-channel) file")
     parser.add_argument("--calibration", type=Path, help="images to calibrate INT8 ranges on")
     parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, help="calibration images to use")
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
             report = export_model(
                 args.model, args.out, data=args.data, parity_images=args.images, real_limit=args.real_images,
-                tolerance=args.tolerance,
+                tolerance=args.tolerance, form=args.form,
                 int8=args.int8, calibration=args.calibration, calibration_images=args.calibration_images,
                 min_speedup=args.min_speedup, max_loss=args.max_loss, activation=args.activation,
                 threads=args.threads,

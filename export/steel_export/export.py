@@ -12,11 +12,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from steel_edge.contract import ModelContract
 from steel_edge.model import EdgeModel, load_model
-from steel_export import convert, quantize
+from steel_export import cascade, convert, quantize
 from steel_export.images import PARITY_IMAGES, REAL_LIMIT, evaluation_set, real_images
 from steel_export.parity import TOLERANCE, check_parity
 from steel_export.report import contract_json, describe_io, graph_summary
@@ -33,6 +35,9 @@ CLEANUP_NOTE = ("none: onnxslim measured no speed change (onnxruntime folds the 
                 "into the convs at load; outputs were bit-identical)")
 
 
+Form = Literal["auto", "single", "cascade"]
+
+
 def int8_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.int8.onnx")
 
@@ -42,10 +47,14 @@ def export_model(
     real_limit: int = REAL_LIMIT, tolerance: float = TOLERANCE, int8: bool = False, calibration: Path | None = None,
     calibration_images: int = CALIBRATION_IMAGES, min_speedup: float = quantize.MIN_SPEEDUP,
     max_loss: float = quantize.MAX_LOSS, activation: quantize.ActivationType = "uint8", threads: int | None = None,
+    form: Form = "auto",
 ) -> dict[str, Any]:
     """Export ``model_path`` (run folder or .keras) to ``out``; returns the JSON report.
 
-    Raises ``ExportError`` (nothing written) when parity fails beyond ``tolerance``.
+    ``form``: ``cascade`` writes a seg model whose mask decoder runs only on tiles that pass the skip rule
+    (``steel_export.cascade``), ``single`` the plain graph, ``auto`` the cascade where the run's tuned
+    post-processing has a skip rule (``skip_below``). Raises ``ExportError`` (nothing written) when parity
+    fails beyond ``tolerance``.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -59,6 +68,16 @@ def export_model(
     h, w = source.input_size
     stride = convert.mask_stride_of(proto, h) if source.kind == "seg" else None
     contract = convert.build_contract(source, stride)
+    chosen = _form(form, contract)
+    stages: dict[str, Any] = {}
+    if chosen == "cascade":
+        if int8:
+            raise ExportInputError("--int8 is for the single form only so far: add --form single")
+        assert contract.postprocess is not None and contract.postprocess.skip_below is not None
+        assert contract.mask_size is not None
+        stages = cascade.cascade_summary(proto)
+        proto = cascade.to_cascade(proto, contract.postprocess.skip_below, contract.mask_size)
+        contract = contract.model_copy(update={"form": "cascade"})
     convert.attach_contract(proto, contract)
     converted = time.perf_counter()
 
@@ -72,12 +91,13 @@ def export_model(
             per = ", ".join(f"{k} {v:.3g}" for k, v in parity.max_abs_diff_per_output.items())
             raise ExportError(f"parity failed: max abs diff {parity.max_abs_diff:.3g} > tolerance {tolerance:g} "
                               f"on {parity.images} images ({per}); no file written")
+        gated = {**_check_cascade(edge, images, tolerance), **stages} if chosen == "cascade" else None
     checked = time.perf_counter()
     report: dict[str, Any] = {
         "model": str(source.path), "out": str(out), "sha256": edge.sha256, "bytes": out.stat().st_size,
         "kind": contract.kind, "train_kind": source.kind, **graph_summary(proto), **describe_io(edge),
         "contract": contract_json(contract), "parity": parity.to_dict(), "max_abs_diff": parity.max_abs_diff,
-        "cleanup": CLEANUP_NOTE, "int8": None,
+        "cleanup": CLEANUP_NOTE, "int8": None, "form": chosen, "cascade": gated,
     }
     if int8:
         assert calibration is not None
@@ -86,6 +106,36 @@ def export_model(
     report["seconds"] = {"load": round(loaded - started, 2), "convert": round(converted - loaded, 2),
                          "parity": round(checked - converted, 2), "total": round(time.perf_counter() - started, 2)}
     return report
+
+
+def _form(form: Form, contract: ModelContract) -> str:
+    params = contract.postprocess
+    skip = params.skip_below if params is not None and params.gate == "hard" else None
+    if form == "auto":
+        return "cascade" if contract.kind == "seg" and skip is not None else "single"
+    if form == "cascade" and (contract.kind != "seg" or skip is None):
+        raise ExportInputError("--form cascade needs a seg run whose tuned post-processing has a skip rule "
+                               "(postprocess.json skip_below: `steel-train tune RUN` adds it)")
+    return form
+
+
+def _check_cascade(edge: EdgeModel, images: list[Any], tolerance: float) -> dict[str, Any]:
+    """The cascade's gate, image by image: skipped tiles have zero masks and are ones the skip rule skips;
+    the others have the masks of the decoder run on every tile."""
+    assert edge.contract.postprocess is not None
+    params = edge.contract.postprocess
+    skipped = 0
+    for e in images:
+        x = edge.to_tensor(e.image[None])
+        full_masks, presence = edge.run_tensor(x, decode_all=True)
+        masks, _ = edge.run_tensor(x)
+        if not masks.any():
+            if not params.skips(presence[0]) and full_masks.max() > 0:
+                raise ExportError(f"cascade: the decoder was skipped on {e.name} but the skip rule reads its masks")
+            skipped += 1
+        elif float(np.abs(masks - full_masks).max()) > tolerance:
+            raise ExportError(f"cascade: the gated masks of {e.name} differ from the decoder's on every tile")
+    return {"images": len(images), "skipped": skipped, "skip_below": list(params.skip_below or ())}
 
 
 def _int8(

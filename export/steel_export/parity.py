@@ -42,11 +42,12 @@ def keras_outputs(model: Any, kind: str, images: np.ndarray, batch: int = BATCH)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def onnx_outputs(model: EdgeModel, images: np.ndarray, batch: int = BATCH) -> Outputs:
-    """Raw onnxruntime outputs through the edge's own loader, named by the model's head."""
+def onnx_outputs(model: EdgeModel, images: np.ndarray, batch: int = BATCH, decode_all: bool = False) -> Outputs:
+    """Raw onnxruntime outputs through the edge's own loader, named by the model's head (``decode_all``: a
+    cascade model's decoder runs on every tile)."""
     parts: list[Outputs] = []
     for chunk in _batches(images, batch):
-        parts.append(model.head.named(model.run_tensor(model.to_tensor(chunk))))
+        parts.append(model.head.named(model.run_tensor(model.to_tensor(chunk), decode_all=decode_all)))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -101,7 +102,7 @@ def check_parity(
         raise ValueError("parity needs at least one image")
     batch = np.stack([e.image for e in images])
     ref = keras_outputs(keras_model, train_kind, batch)
-    got = onnx_outputs(edge_model, batch)
+    got = onnx_outputs(edge_model, batch, decode_all=True)  # raw parity covers a cascade's decoder on every image
     diffs = max_abs_diffs(ref, got)
     worst = max(diffs.values())
     agree = agreement(got, ref, edge_model.contract)

@@ -40,6 +40,7 @@ MIN_SPEEDUP = 1.1
 MAX_LOSS = 0.01
 TIMING_ROUNDS = 5
 ROUND_SECONDS = 0.25
+Stage = Literal["all", "encoder", "decoder"]
 ActivationType = Literal["uint8", "int8"]
 
 
@@ -78,9 +79,13 @@ def _working_dir(path: Path) -> Iterator[None]:
 
 def quantize_file(
     fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], input_name: str, layout: str = "NCHW",
-    activation: ActivationType = "uint8",
+    activation: ActivationType = "uint8", stage: Stage = "all",
 ) -> str:
-    """Write the INT8 QDQ model of ``fp32_path`` to ``out_path``; returns how pre-processing ran."""
+    """Write the INT8 QDQ model of ``fp32_path`` to ``out_path``; returns how pre-processing ran.
+
+    ``stage`` (seg): ``encoder`` quantizes the encoder and presence head only, ``decoder`` the mask decoder
+    only (``steel_export.cascade.split_nodes``), the other stage staying fp32; ``all`` both.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -102,13 +107,31 @@ def quantize_file(
                 how = f"onnx shape inference, optimisation (symbolic shape inference failed: {err})"
         if not done:
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        exclude = _other_stage(pre, stage)
         quantize_static(
             str(pre), str(out_path), _reader(calibration, input_name, layout),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
         )
-    return how
+    return how if stage == "all" else f"{how}; {stage} only ({len(exclude)} nodes of the other stage kept fp32)"
+
+
+def _other_stage(path: Path, stage: Stage) -> list[str]:
+    """Names of the nodes quantization leaves alone for ``stage``; unnamed nodes get names (rewritten in place)."""
+    if stage == "all":
+        return []
+    import onnx
+
+    from steel_export.cascade import split_nodes
+
+    proto = onnx.load(str(path))
+    for i, node in enumerate(proto.graph.node):
+        if not node.name:
+            node.name = f"node_{i}_{node.op_type}"
+    onnx.save(proto, str(path))
+    encoder, decoder = split_nodes(proto.graph)
+    return [n.name for n in (decoder if stage == "encoder" else encoder)]
 
 
 def _pass_seconds(model: EdgeModel, images: np.ndarray, repeats: int = 1) -> float:

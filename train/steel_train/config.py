@@ -30,6 +30,10 @@ class AugmentConfig(_Strict):
     vflip: bool = Field(True, description="random top-bottom flips")
     brightness: float = Field(0.1, ge=0, le=0.5, description="max additive brightness change, fraction of range")
     contrast: float = Field(0.15, ge=0, le=0.9, description="max relative contrast change")
+    translate: float = Field(
+        0.0, ge=0, le=0.5, description="cls and baseline: random shift of up to this fraction of each side, the "
+        "uncovered border filled by reflection (seg training already moves its crops over the frame)"
+    )
 
 
 class DataConfig(_Strict):
@@ -185,6 +189,11 @@ class PostprocessDefaults(_Strict):
     tune_min_recall: float = Field(
         0.0, ge=0, le=1, description="floor on each class's image-level recall on the tuning images (see "
         "tune_min_precision): Dice alone would call a rare class never when its masks are rough"
+    )
+    tune_skip: bool = Field(
+        True, description="after tuning, set the tile-level skip rule (postprocess skip_below, what a cascade export "
+        "uses to skip the mask decoder): each class's hard-gate presence threshold, or for a class whose threshold "
+        "is 0, half its lowest presence among the tuning frames where it was found correctly, at most 0.05"
     )
     tune_on: list[int] | None = Field(
         None, description="positions (0-based, in --data order) of the data folders whose held-out images the tuning "

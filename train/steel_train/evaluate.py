@@ -197,7 +197,7 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
     """
     from steel_edge.postprocess import PostprocessParams
     from steel_train import plots
-    from steel_train.tune import starting_values, tune_postprocess
+    from steel_train.tune import starting_values, tune_postprocess, with_skip
 
     items = [SeverstalImage(r.path.name, r.path, r.rles) for r in val_src.records]
     predictor = KerasSeg(model)
@@ -218,6 +218,11 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
                                           min_recall=defaults.tune_min_recall)
         tuning = [vars(r) for r in report]
     params = PostprocessParams(gate=defaults.gate, **chosen)
+    if defaults.tune and defaults.tune_skip:
+        keep_items = [item for item, k in zip(items, keep, strict=True) if k]
+        params = with_skip(params, probs[keep], None if presence is None else presence[keep],
+                           np.array([[c in item.classes for c in range(1, NUM_CLASSES + 1)] for item in keep_items]),
+                           (HEIGHT, WIDTH))
     (out / "postprocess.json").write_text(params.model_dump_json(indent=2))
     groups = [data_names[r.source] for r in val_src.records]
     before, _ = score_seg([(items, probs, presence)], default_params, groups=groups)

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from steel_edge.configfile import dump_config
-from steel_edge.data.severstal import SeverstalImage
+from steel_edge.data.rle import HEIGHT, WIDTH
+from steel_edge.data.severstal import NUM_CLASSES, SeverstalImage
 from steel_train.config import TrainConfig
 from steel_train.evaluate import all_empty_per_image, gain_over_all_empty
 
@@ -86,7 +87,7 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     from steel_train.evaluate import score_seg, worst_panels
     from steel_train.fit import fit
     from steel_train.records import load_seg_records
-    from steel_train.tune import starting_values, tune_postprocess
+    from steel_train.tune import starting_values, tune_postprocess, with_skip
 
     if cfg.model_kind != "seg":
         raise ValueError("data.oof_folds is for the seg model (cls and baseline use data.val_fraction or data.folds)")
@@ -149,6 +150,10 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
         tuning = [vars(r) for r in report]
         if oof_nested is not None and oof_nested > oof_default:
             params, choice = PostprocessParams(gate=d.gate, **chosen), "tuned"
+        if d.tune_skip:
+            present = np.array([[c in item.classes for c in range(1, NUM_CLASSES + 1)]
+                                for g in folds for item in g["items"]])
+            params = with_skip(params, probs, presence, present, (HEIGHT, WIDTH))
     log.info("out-of-fold Dice on %d images: default post-processing %.4f, tuned on other folds %s; keeping %s",
              len(default_dice), oof_default, "-" if oof_nested is None else f"{oof_nested:.4f}", choice)
     # The honest per-image figures of the post-processing kept, against predicting nothing on the same images.

@@ -384,6 +384,8 @@ def cls_datasets(
     import tensorflow as tf
 
     aug = data.augment
+    size = train[0].shape[1:]
+    shift_y, shift_x = (round(aug.translate * side) for side in size[:2])
 
     def augment(x: Any, y: Any) -> tuple[Any, Any]:
         if aug.hflip:
@@ -392,6 +394,9 @@ def cls_datasets(
             x = tf.image.random_flip_up_down(x)
         if square_rotations:  # surface textures have no up: any quarter turn is the same class
             x = tf.image.rot90(x, tf.random.uniform((), 0, 4, dtype=tf.int32))
+        if shift_y or shift_x:  # a defect's place in the picture says nothing about its class
+            x = tf.pad(x, [[shift_y, shift_y], [shift_x, shift_x], [0, 0]], mode="REFLECT")
+            x = tf.image.random_crop(x, size)
         if aug.brightness:
             x = x + tf.random.uniform((), -aug.brightness, aug.brightness) * 255.0
         if aug.contrast:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from steel_edge.postprocess import binarize, find_components, keep_components
+from steel_edge.postprocess import PostprocessParams, binarize, find_components, keep_components, masks_only
 from steel_train.config import TUNED_KEYS
 
 PRESENCE_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -169,6 +169,44 @@ def tune_postprocess(
         chosen["min_component"][c] = choice.min_component
         chosen["min_area"][c] = choice.min_area
     return chosen, report
+
+
+# Rule 0's value for a class whose hard gate lets every tile through (threshold 0), at most: a presence score
+# this low on a tile where no other class passes its gate is taken for a clean tile.
+SKIP_CAP = 0.05
+
+
+def skip_thresholds(presence: np.ndarray, found: np.ndarray, present: np.ndarray,
+                    presence_threshold: Sequence[float]) -> tuple[float, float, float, float]:
+    """The tile-level skip rule's per-class values (``PostprocessParams.skip_below``) from tuning predictions.
+
+    ``presence`` (N, 4) scores, ``found`` (N, 4) whether the tuned post-processing calls the class on the image,
+    ``present`` (N, 4) whether the image has it. A class with a hard-gate threshold t > 0 gets t: a tile where
+    every class is under its threshold reports nothing anyway, so the skip loses nothing there. A class with
+    threshold 0 (called on its masks alone) gets half its lowest presence among the images where it was found
+    correctly, at most ``SKIP_CAP``, so no correct call on the tuning frames is skipped, with a margin.
+    """
+    values = []
+    for c, t in enumerate(presence_threshold):
+        if t > 0:
+            values.append(float(t))
+            continue
+        hits = presence[found[:, c] & present[:, c], c]
+        values.append(float(min(SKIP_CAP, 0.5 * float(hits.min()))) if hits.size else SKIP_CAP)
+    a, b, c3, d = values
+    return a, b, c3, d
+
+
+def with_skip(params: PostprocessParams, probs: np.ndarray, presence: np.ndarray | None, present: np.ndarray,
+              frame_size: tuple[int, int]) -> PostprocessParams:
+    """``params`` with ``skip_below`` set from tuning predictions (``skip_thresholds``); unchanged without a
+    hard gate or presence head, where the rule does not apply."""
+    if presence is None or params.gate != "hard":
+        return params
+    found = np.array([masks_only(probs[n], presence[n], params, frame_size).reshape(probs.shape[1], -1).any(axis=1)
+                      for n in range(len(probs))]).reshape(-1, probs.shape[1])
+    skip = skip_thresholds(presence, found, np.asarray(present, bool), params.presence_threshold)
+    return PostprocessParams.model_validate({**params.model_dump(), "skip_below": skip})
 
 
 def grid_size() -> int:

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"onnxruntime batch (default: the daemon's, {defaults.pipeline.batch_size})")
     parser.add_argument("--threads", type=int, default=defaults.inference.threads,
                         help="intra-op threads (default: the daemon's, the CPU affinity minus one)")
+    parser.add_argument("--providers", nargs="+", default=list(defaults.inference.providers), metavar="P",
+                        help="onnxruntime execution providers, preferred first (default: the daemon's, CPU); e.g. "
+                             "CUDAExecutionProvider CPUExecutionProvider with the edge-gpu extra and --batch-size 16")
     parser.add_argument("--repeat", type=int, default=3, help="raw onnxruntime passes; the median counts (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("--skip-subprocess", action="store_true", help="do not run the daemon as a child process")
@@ -56,12 +59,13 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = work / "data"
     files = make_frames(data, args.frames, args.seed)
     folder = data / "train_images"
-    model = load_model(model_path, threads=threads, spinning=EdgeConfig().inference.spinning)
+    providers = tuple(args.providers)
+    model = load_model(model_path, threads=threads, spinning=EdgeConfig().inference.spinning, providers=providers)
     spec = model.contract.input
     report: dict[str, Any] = {
         "machine": machine(), "model": {"path": str(model_path), "sha256": model.sha256, "kind": model.kind,
-                                        "input": f"{spec.width}x{spec.height}"},
-        "frames": args.frames, "batch_size": args.batch_size, "threads": threads,
+                                        "form": model.contract.form, "input": f"{spec.width}x{spec.height}"},
+        "frames": args.frames, "batch_size": args.batch_size, "threads": threads, "providers": list(providers),
     }
     with Steal() as steal:
         report["raw"] = bench_raw(model, files, args.batch_size, args.repeat)
@@ -69,10 +73,11 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     del model
     if threads < available_threads():
         # for the record: the model alone with every core, which no pipeline that also decodes can reach
-        every = load_model(model_path, threads=available_threads(), spinning=EdgeConfig().inference.spinning)
+        every = load_model(model_path, threads=available_threads(), spinning=EdgeConfig().inference.spinning,
+                           providers=providers)
         report["raw_all_cores"] = bench_raw(every, files, args.batch_size, args.repeat)
         del every
-    cfg = bench_config(folder, model_path, work / "state-inproc", args.batch_size, threads)
+    cfg = bench_config(folder, model_path, work / "state-inproc", args.batch_size, threads, providers)
     with Steal() as steal:
         report["e2e"] = bench_e2e(cfg, args.frames)
     report["e2e"]["cpu_steal_pct"] = steal.pct
@@ -80,13 +85,13 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for share in args.clean_share or ():
         report.setdefault("by_clean_share", {})[f"{share:g}"] = _at_clean_share(args, work, model_path, threads, share)
     if args.live_seconds > 0:
-        report["live"] = bench_live(model_path, threads, 2 * report["e2e"]["fps"], args.live_seconds)
+        report["live"] = bench_live(model_path, threads, 2 * report["e2e"]["fps"], args.live_seconds, providers)
     if "raw_all_cores" in report:
         report["e2e_vs_raw_all_cores"] = report["e2e"]["fps"] / report["raw_all_cores"]["fps"]
     report["bench_peak_rss_mb"] = vm_hwm_mb()
     if not args.skip_subprocess:
         report["subprocess"] = bench_subprocess(folder, model_path, work / "state-child", args.batch_size, threads,
-                                                args.frames, work / "daemon.log")
+                                                args.frames, work / "daemon.log", providers)
     return report
 
 
@@ -95,16 +100,24 @@ def _at_clean_share(args: argparse.Namespace, work: Path, model_path: Path, thre
     """Raw onnxruntime and the whole daemon on frames of which ``share`` is defect-free (same model, settings)."""
     data = work / f"data-clean-{share:g}"
     files = make_frames(data, args.frames, args.seed, clean_share=share)
-    model = load_model(model_path, threads=threads, spinning=EdgeConfig().inference.spinning)
+    providers = tuple(args.providers)
+    model = load_model(model_path, threads=threads, spinning=EdgeConfig().inference.spinning, providers=providers)
     with Steal() as steal:
         raw = bench_raw(model, files, args.batch_size, args.repeat)
     del model
-    cfg = bench_config(data / "train_images", model_path, work / f"state-clean-{share:g}", args.batch_size, threads)
+    cfg = bench_config(data / "train_images", model_path, work / f"state-clean-{share:g}", args.batch_size, threads,
+                       providers)
     e2e = bench_e2e(cfg, args.frames)
     labelled = {row.split(",")[0] for row in (data / "train.csv").read_text().splitlines()[1:]}
     return {"clean_share": share, "clean_frames": args.frames - len(labelled),
             "frames_with_defects_found": e2e["with_defects"], "raw_fps": raw["fps"],
-            "e2e_fps": e2e["fps"], "pipeline_efficiency": e2e["fps"] / raw["fps"], "cpu_steal_pct": steal.pct}
+            "e2e_fps": e2e["fps"], "pipeline_efficiency": e2e["fps"] / raw["fps"], "cpu_steal_pct": steal.pct,
+            "decoder_skipped_share": raw.get("decoder_skipped_share")}
+
+
+def _skipped(row: dict[str, Any]) -> str:
+    share = row.get("decoder_skipped_share")
+    return "" if share is None else f"; the cascade skipped the mask decoder on {share:.0%} of the tiles"
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -114,12 +127,13 @@ def format_table(r: dict[str, Any]) -> str:
     rows = [
         ("machine", f"{m['cpu']}, {m['cores']} cores (affinity), python {m['python']}, "
                     f"onnxruntime {m['onnxruntime']}"),
-        ("model", f"{Path(r['model']['path']).name} ({r['model']['kind']}, {r['model']['input']}, "
+        ("model", f"{Path(r['model']['path']).name} ({r['model']['kind']}, {r['model'].get('form', 'single')}, "
+                  f"{r['model']['input']}, "
                   f"sha256 {r['model']['sha256'][:12]})"),
         ("frames / batch / threads", f"{r['frames']} ({e2e['with_defects']} with defects) / {r['batch_size']} / "
                                      f"{r['threads']}"),
         ("raw onnxruntime", f"{raw['fps']:.1f} frames/s ({raw['frame_ms']:.2f} ms/frame; median of "
-                            f"{raw['passes']} passes, best {raw['fps_best']:.1f})"),
+                            f"{raw['passes']} passes, best {raw['fps_best']:.1f}{_skipped(raw)})"),
         ("end to end (daemon)", f"{e2e['fps']:.1f} frames/s"),
         ("pipeline efficiency", f"{r['pipeline_efficiency']:.2f} (end to end / raw at the daemon's thread count)"),
         ("cpu steal raw / e2e", f"{raw['cpu_steal_pct']}% / {e2e['cpu_steal_pct']}% (other VMs' share of our CPUs)"),
@@ -132,7 +146,7 @@ def format_table(r: dict[str, Any]) -> str:
     for key, c in r.get("by_clean_share", {}).items():
         rows.append((f"{float(key):.0%} defect-free", f"raw {c['raw_fps']:.1f}, end to end {c['e2e_fps']:.1f} frames/s "
                                                    f"(efficiency {c['pipeline_efficiency']:.2f}; {c['clean_frames']} "
-                                                   "clean frames)"))
+                                                   "clean frames" + _skipped(c) + ")"))
     lv = r.get("live")
     if lv:
         lat, late = lv["latency_ms"], lv["latency_ms_second_half"]
@@ -159,6 +173,13 @@ def bench_main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if any(not 0 <= share <= 1 for share in args.clean_share or ()):
         parser.error("--clean-share takes shares from 0 to 1, e.g. 0.5 0.9")
+    import onnxruntime as ort
+
+    missing = [p for p in args.providers if p not in ort.get_available_providers()]
+    if missing:
+        parser.error(f"--providers {' '.join(missing)}: not in this onnxruntime build ({ort.__version__}: "
+                     f"{', '.join(ort.get_available_providers())}); CUDA and TensorRT need the edge-gpu extra, "
+                     "OpenVINO the edge-openvino extra")
     try:
         with tempfile.TemporaryDirectory(prefix="steel-edge-bench-") as tmp:
             report = run_bench(args, Path(tmp))

@@ -23,6 +23,8 @@ class ClsHead(Head):
         self.check_outputs([o.name for o in contract.outputs])
         if contract.mask_stride is not None or contract.postprocess is not None:
             raise ValueError("mask_stride and postprocess belong to seg models only")
+        if contract.form != "single":
+            raise ValueError("a cls model has the single form only")
 
     def output_shapes(self, contract: ModelContract) -> list[tuple[int, ...]]:
         return [(len(contract.class_ids),)]

@@ -26,6 +26,9 @@ class SegHead(Head):
             raise ValueError(f"a seg model has {NUM_CLASSES} classes, got {len(contract.class_ids)}")
         if contract.mask_stride is None or contract.postprocess is None:
             raise ValueError("a seg model needs mask_stride and postprocess")
+        if contract.form == "cascade" and (contract.postprocess.skip_below is None
+                                           or contract.postprocess.gate != "hard"):
+            raise ValueError("a cascade seg model needs a hard gate and postprocess.skip_below")
         if contract.input.height % contract.mask_stride or contract.input.width % contract.mask_stride:
             raise ValueError(f"mask_stride {contract.mask_stride} does not divide the input "
                              f"{contract.input.height}x{contract.input.width}")
