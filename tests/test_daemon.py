@@ -28,6 +28,7 @@ from steel_edge.data.synth import write_dataset
 from steel_edge.demo import event_masks
 from steel_edge.events import DefectEvent, EndOfStreamEvent, ErrorEvent, StatusEvent
 from steel_edge.metrics import SegmentationScores, all_empty_dice
+from steel_edge.model import load_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -294,6 +295,15 @@ def test_crops_saved_frames_and_prometheus_metrics(synth_dir: Path, tmp_path: Pa
                if not (isinstance(e, DefectEvent) and e.defects))
     assert len(list(saved.glob("*.jpg"))) == len(with_defects)
     assert "steel_edge_frames_out_total 16.0" in body
+    # The bundled model is a cascade: the tiles its skip rule cleared are counted (generated frames, ~half clean).
+    skipped = next(float(line.split()[1]) for line in body.splitlines()
+                   if line.startswith("steel_edge_tiles_skipped_total "))
+    rule = load_model(BUNDLED_MODEL).contract.postprocess
+    assert rule is not None and rule.skip_below is not None
+    expected = sum(rule.skips([p.score for p in e.presence]) for e in run.events
+                   if isinstance(e, DefectEvent) and e.presence is not None)
+    assert skipped == expected and all(not e.defects for e in run.events if isinstance(e, DefectEvent)
+                                       and e.presence is not None and rule.skips([p.score for p in e.presence]))
 
 
 def test_cli_errors_name_the_problem(tmp_path: Path) -> None:

@@ -108,6 +108,9 @@ class PublishStage:
         f.done()
         self.frames_processed += 1
         self.shared.stats.frame_out(latency)
+        params = item.params or item.model.contract.postprocess
+        if item.model.kind == "seg" and params is not None and params.skips(result.presence):
+            self.shared.stats.tile_skipped()
         if self.saver is not None:
             masks = result.masks if result.masks.shape[0] else None
             self.saver.save(self.cfg.camera, f, masks, result.defects, item.model.contract.class_names)

@@ -74,6 +74,11 @@ class Stats:
             self.prom.frames_out.inc()
             self.prom.latency.observe(latency_s)
 
+    def tile_skipped(self) -> None:
+        """A seg tile the skip rule cleared without reading a mask (a cascade model skipped its decoder)."""
+        if self.prom:
+            self.prom.skipped.inc()
+
     def error(self, kind: str) -> None:
         with self._lock:
             self.errors += 1
@@ -139,6 +144,8 @@ class PrometheusMetrics:
         self.frames_in = Counter("steel_edge_frames_in", "frames read from the source", **labels)
         self.frames_out = Counter("steel_edge_frames_out", "result events published", **labels)
         self.drops = Counter("steel_edge_drops", "frames dropped by back-pressure (live sources)", **labels)
+        self.skipped = Counter("steel_edge_tiles_skipped", "seg tiles cleared by the skip rule without reading a mask "
+                               "(a cascade model did not run its mask decoder on them)", **labels)
         self.errors = Counter("steel_edge_errors", "error events published", ["kind"], **labels)
         self.reconnects = Counter("steel_edge_reconnects", "source reconnects", **labels)
         self.latency = Histogram("steel_edge_latency_seconds", "capture to publish", buckets=LATENCY_BUCKETS_S,
