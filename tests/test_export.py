@@ -270,12 +270,16 @@ def test_cascade_and_single_give_the_same_events(cascade_export: tuple[Path, dic
     for i, frame in enumerate(stream(seed=11, count=8)):
         write_jpeg(folder / f"f{i}.jpg", frame.image)
     answers = {}
-    for form, (path, _) in (("single", seg_export), ("cascade", cascade_export)):
-        cfg = make_config(f"folder:{folder}", tmp_path / f"state_{form}", model=str(path))
+    # Batches of 3: the decoder runs for a whole batch when one tile passes; the answers stay per tile.
+    for form, (path, _), batch in (("single", seg_export, 1), ("cascade", cascade_export, 1),
+                                   ("cascade_batch3", cascade_export, 3)):
+        cfg = make_config(f"folder:{folder}", tmp_path / f"state_{form}", model=str(path),
+                          pipeline={"batch_size": batch, "max_batch_wait_ms": 50.0})
         with running(cfg) as run:
             run.until_eos()
         answers[form] = {r.frame_id: [(d.class_id, d.bbox, d.area_px) for d in r.defects] for r in run.results()}
-    assert len(answers["single"]) == 8 and answers["cascade"] == answers["single"]
+    assert len(answers["single"]) == 8
+    assert answers["cascade"] == answers["single"] and answers["cascade_batch3"] == answers["single"]
 
 
 def test_cascade_form_needs_a_skip_rule(runs: dict[str, Path], tmp_path: Path,
