@@ -23,7 +23,8 @@ from onnx.utils import Extractor
 
 from steel_edge.contract import parse_contract
 from steel_edge.data.synth import SynthConfig, stream
-from steel_edge.model import graph_skip_values, load_model
+from steel_edge.heads.seg import graph_skip_values
+from steel_edge.model import load_model
 from steel_export import cascade, convert
 
 

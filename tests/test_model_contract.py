@@ -305,5 +305,6 @@ def test_cascade_contract_on_a_graph_without_the_skip_input_is_refused(tmp_path:
     params = PostprocessParams(skip_below=(0.5, 0.5, 0.5, 0.5))
     contract = seg_contract(form="cascade", postprocess=params)
     path = save(seg_onnx(contract.to_metadata()), tmp_path / "cascade.onnx")
-    with pytest.raises(ModelContractError, match="cascade model needs the graph input 'skip_below'"):
+    with pytest.raises(ModelContractError, match=r"a cascade seg model needs the graph input 'skip_below' "
+                                                 r"of shape \[4\]"):
         load_model(path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from steel_edge.contract import SKIP_INPUT, ModelContract, ModelContractError, parse_contract
+from steel_edge.contract import ModelContract, ModelContractError, parse_contract
 from steel_edge.heads import Head, head_for
-from steel_edge.postprocess import NUM_CLASSES, PostprocessParams
+from steel_edge.postprocess import PostprocessParams
 
 __all__ = ["EdgeModel", "ModelContractError", "available_threads", "load_model"]
 
@@ -89,10 +88,7 @@ class EdgeModel:
         it on every tile. A single-graph model ignores both.
         """
         names = [o.name for o in self.contract.outputs]
-        feed = {self.contract.input.name: x}
-        if self.contract.form == "cascade":
-            skip = None if decode_all else (params or self.contract.postprocess or PostprocessParams()).skip_below
-            feed[SKIP_INPUT] = np.zeros(NUM_CLASSES, np.float32) if skip is None else graph_skip_values(skip)
+        feed = {self.contract.input.name: x, **self.head.feeds(self.contract, params, decode_all)}
         return list(self.session.run(names, feed))
 
     @property
@@ -134,15 +130,6 @@ class EdgeModel:
             raise ValueError(f"{self.path.name} is a {self.contract.kind} model; predict_{kind} needs a {kind} model")
 
 
-def graph_skip_values(skip_below: Sequence[float]) -> np.ndarray:
-    """``skip_below`` as the float32 a cascade graph compares presence with, each value rounded down where
-    float32 would round it up: a tile the graph skips is then always one the post-processing's skip rule (which
-    compares Python floats) skips too."""
-    values = np.asarray(skip_below, np.float32)
-    over = values.astype(np.float64) > np.asarray(skip_below, np.float64)
-    return np.where(over, np.nextafter(values, np.float32(0)), values).astype(np.float32)
-
-
 def _session(data: bytes, path: Path, threads: int, spinning: bool, providers: tuple[str, ...]) -> Any:
     import onnxruntime as ort
 
@@ -181,11 +168,10 @@ def _check_graph(session: Any, contract: ModelContract, path: Path) -> None:
     if len(shape) != 4 or shape[1:] != want:
         raise ModelContractError(f"{path}: graph input {spec.name!r} has shape {shape}, its contract says "
                                  f"{['batch', *want]} ({spec.layout})")
-    if contract.form == "cascade":
-        skip = inputs.get(SKIP_INPUT)
-        if skip is None or list(skip.shape) != [NUM_CLASSES]:
-            raise ModelContractError(f"{path}: a cascade model needs the graph input {SKIP_INPUT!r} of shape "
-                                     f"[{NUM_CLASSES}] (graph inputs: {sorted(inputs)})")
+    for name, extra in head_for(contract.kind).extra_inputs(contract).items():
+        if name not in inputs or list(inputs[name].shape) != extra:
+            raise ModelContractError(f"{path}: a {contract.form} {contract.kind} model needs the graph input {name!r} "
+                                     f"of shape {extra} (graph inputs: {sorted(inputs)})")
     outputs = {o.name for o in session.get_outputs()}
     missing = [o.name for o in contract.outputs if o.name not in outputs]
     if missing:

@@ -29,6 +29,16 @@ class Head(ABC):
     def output_shapes(self, contract: ModelContract) -> list[tuple[int, ...]]:
         """Per-frame output shapes, in contract order."""
 
+    def extra_inputs(self, contract: ModelContract) -> dict[str, list[int]]:
+        """Graph inputs besides the image that a model of this kind and form needs, with their shapes."""
+        return {}
+
+    def feeds(self, contract: ModelContract, params: PostprocessParams | None,
+              decode_all: bool) -> dict[str, np.ndarray]:
+        """Values for ``extra_inputs`` on one run, from the post-processing the caller runs (``params``, default
+        the contract's); ``decode_all``: no stage is skipped."""
+        return {}
+
     def split(self, outputs: Sequence[np.ndarray]) -> list[Raw]:
         """A batch's outputs -> one ``Raw`` per frame."""
         return [tuple(o[i] for o in outputs) for i in range(len(outputs[0]))]

@@ -14,6 +14,10 @@ from steel_edge.postprocess import NUM_CLASSES, PostprocessParams, TileResult, m
 if TYPE_CHECKING:
     from steel_edge.contract import ModelContract
 
+# A cascade seg model's second graph input: per-class presence values under which a tile's mask decoder is
+# skipped (PostprocessParams.skip_below, fed by the edge; zeros run the decoder on every tile).
+SKIP_INPUT = "skip_below"
+
 
 class SegHead(Head):
     kind: ClassVar[str] = "seg"
@@ -32,6 +36,20 @@ class SegHead(Head):
         if contract.input.height % contract.mask_stride or contract.input.width % contract.mask_stride:
             raise ValueError(f"mask_stride {contract.mask_stride} does not divide the input "
                              f"{contract.input.height}x{contract.input.width}")
+
+    def extra_inputs(self, contract: ModelContract) -> dict[str, list[int]]:
+        """A cascade takes the skip rule's values (docs/design.md, "Cascade")."""
+        return {SKIP_INPUT: [NUM_CLASSES]} if contract.form == "cascade" else {}
+
+    def feeds(self, contract: ModelContract, params: PostprocessParams | None,
+              decode_all: bool) -> dict[str, np.ndarray]:
+        """A cascade's skip values: those of ``params`` (a config override) or the contract's; zeros (the decoder
+        on every tile) with ``decode_all`` or a rule without them. Masks of skipped tiles come back as zeros,
+        which the skip rule never reads."""
+        if contract.form != "cascade":
+            return {}
+        skip = None if decode_all else (params or contract.postprocess or PostprocessParams()).skip_below
+        return {SKIP_INPUT: np.zeros(NUM_CLASSES, np.float32) if skip is None else graph_skip_values(skip)}
 
     def output_shapes(self, contract: ModelContract) -> list[tuple[int, ...]]:
         assert contract.mask_size is not None
@@ -66,3 +84,12 @@ def mask_dice(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     for pred, true in zip(a, b, strict=True):
         scores.update(pred, true)
     return float(scores.per_image().mean()) if scores.images else float("nan")
+
+
+def graph_skip_values(skip_below: Sequence[float]) -> np.ndarray:
+    """``skip_below`` as the float32 a cascade graph compares presence with, each value rounded down where
+    float32 would round it up: a tile the graph skips is then always one the post-processing's skip rule (which
+    compares Python floats) skips too."""
+    values = np.asarray(skip_below, np.float32)
+    over = values.astype(np.float64) > np.asarray(skip_below, np.float64)
+    return np.where(over, np.nextafter(values, np.float32(0)), values).astype(np.float32)
