@@ -140,3 +140,31 @@ def test_erase_leaves_a_crop_whose_defect_spans_it(tmp_path: Path) -> None:
     assert presence.tolist() == [0, 0, 0, 1] and masks.sum() > 0
     with pytest.raises(ValueError, match="erase_defects"):
         DataConfig(erase_defects=-0.1)
+
+
+@pytest.mark.tf
+def test_cls_translate_shifts_the_image_and_fills_by_reflection() -> None:
+    """data.augment.translate moves an image's content by up to that share of each side; the size, the label
+    and the set of gray levels are kept (the uncovered border repeats the image by reflection, no black)."""
+    pytest.importorskip("tensorflow")
+    from steel_train.pipeline import cls_datasets
+
+    image = np.zeros((1, 32, 32, 1), np.float32)
+    image[0, 12:20, 12:20, 0] = 255.0  # a bright square in the middle
+    data = DataConfig.model_validate({"batch_size": 1, "augment": {"hflip": False, "vflip": False, "brightness": 0.0,
+                                                                   "contrast": 0.0, "translate": 0.25}})
+    train, _ = cls_datasets((image, np.array([2])), (image, np.array([2])), data, num_classes=3, seed=0,
+                            square_rotations=False)
+    centres = set()
+    for _ in range(20):
+        for x, y in train:
+            x = x.numpy()[0, ..., 0]
+            assert x.shape == (32, 32) and int(np.argmax(y.numpy()[0])) == 2
+            assert set(np.unique(x)) <= {0.0, 255.0}
+            ys, xs = np.nonzero(x == 255.0)
+            centres.add((int(ys.mean()), int(xs.mean())))
+    assert len(centres) > 5 and all(abs(cy - 15.5) <= 8.5 and abs(cx - 15.5) <= 8.5 for cy, cx in centres)
+    none = DataConfig.model_validate({"batch_size": 1, "augment": {"hflip": False, "vflip": False, "brightness": 0.0,
+                                                                   "contrast": 0.0}})
+    plain, _ = cls_datasets((image, np.array([2])), (image, np.array([2])), none, 3, 0, False)
+    assert np.array_equal(next(iter(plain))[0].numpy()[0], image[0])

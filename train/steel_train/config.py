@@ -263,6 +263,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
         "fit.restore_best": False,
         # weight decay + label smoothing: 98.6% -> 99.5% on the hardest NEU split (seed 1)
         "fit.weight_decay": 1e-4, "fit.label_smoothing": 0.1,
+        # random shifts of up to 1/8 of the side: 99.26% -> 99.72% pooled 5-fold over the 1,080 NEU images
+        "data.augment.translate": 0.125,
     },
     "baseline": {
         # the original notebook: a plain CNN on 120x120 Severstal images, four-way softmax
