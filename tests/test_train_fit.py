@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +253,8 @@ def test_soup_averages_fine_tunings(synth_dir: Path, tmp_path: Path, monkeypatch
 
 
 def test_test_split_kept_apart_and_evaluate_scores_the_same_frames(synth_dir: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """data.test_fraction: frames never trained, stopped or tuned on, scored at the end; evaluate --split test
     finds the same frames from the folder alone."""
     from steel_train.cli import main
@@ -291,6 +293,16 @@ def test_test_split_kept_apart_and_evaluate_scores_the_same_frames(synth_dir: Pa
     assert (tmp_path / "run" / "model.keras").read_bytes() == weights_before
     assert main(["tune", str(tmp_path)]) == 2  # not a run folder: a clear error, exit 2
     assert "no model.keras" in capsys.readouterr().err
+    # The tuned post-processing carries the skip rule (postprocess.tune_skip), what a cascade export needs.
+    assert json.loads((tmp_path / "run" / "postprocess.json").read_text())["skip_below"] is not None
+    # split.json holds absolute paths; a run written before that held them relative to where fit ran (as given on
+    # the command line, e.g. ../shared/data/...): tune from that directory still finds its frames.
+    assert all(Path(p).is_absolute() for p in split["validation"] + split["test"])
+    relative = {k: [os.path.relpath(p, synth_dir.parent) for p in v] for k, v in split.items()}
+    (tmp_path / "run" / "split.json").write_text(json.dumps(relative))
+    monkeypatch.chdir(synth_dir.parent)
+    assert main(["tune", str(tmp_path / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == len(split["validation"])
 
 
 def test_interrupted_fit_resumes_at_its_last_epoch(synth_dir: Path, tmp_path: Path,

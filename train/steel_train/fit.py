@@ -411,8 +411,9 @@ def fit(
     }
     (out / "run.json").write_text(json.dumps(run, indent=2))
     # Which images the model never trained on: evaluate or tune on exactly these later.
-    val_paths = [str(records_any[i].path) for i in val_idx]
-    test_paths = [str(records_any[i].path) for i in test_idx]
+    # Absolute, like run.json's data folders: `steel-train tune RUN` must find them from any working directory.
+    val_paths = [str(Path(records_any[i].path).resolve()) for i in val_idx]
+    test_paths = [str(Path(records_any[i].path).resolve()) for i in test_idx]
     (out / "split.json").write_text(json.dumps({"validation": val_paths, "test": test_paths}, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"run": run, "metrics": metrics}

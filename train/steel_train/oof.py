@@ -56,7 +56,7 @@ def _predict_fold(run: Path, by_path: dict[str, Any], names: Sequence[str]) -> d
     from steel_train import losses  # noqa: F401  (registers the custom loss for loading)
     from steel_train.evaluate import KerasSeg
 
-    records = [by_path[p] for p in json.loads((run / "split.json").read_text())["validation"]]
+    records = [by_path[str(Path(p).resolve())] for p in json.loads((run / "split.json").read_text())["validation"]]
     items = [SeverstalImage(r.path.name, r.path, r.rles) for r in records]
     model = keras.models.load_model(run / "model.keras", compile=False)
     predictor = KerasSeg(model)
@@ -100,7 +100,7 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
     if tune_on is not None and not set(tune_on) <= set(range(len(paths))):
         raise ValueError(f"postprocess.tune_on: {tune_on} names a --data position that does not exist "
                          f"(0..{len(paths) - 1})")
-    by_path = {str(r.path): r for r in load_seg_records(paths, cfg.data.on_bad_row)}
+    by_path = {str(Path(r.path).resolve()): r for r in load_seg_records(paths, cfg.data.on_bad_row)}
 
     folds = []
     for f in range(k):

@@ -44,7 +44,10 @@ def retune(run: Path | str, overrides: dict[str, Any] | None = None) -> dict[str
     split = json.loads((run / "split.json").read_text())
     folders = [Path(p) for p in info["data"]]
     records = load_seg_records(folders, cfg.data.on_bad_row)
-    by_path = {str(r.path): r for r in records}
+    # Resolved on both sides: runs before 2026-12-05 stored the paths as given on the command line (relative
+    # to where fit ran), run.json the folders resolved.
+    by_path = {str(Path(r.path).resolve()): r for r in records}
+    split = {k: [str(Path(p).resolve()) for p in v] for k, v in split.items()}
     missing = [p for p in split["validation"] + split.get("test", []) if p not in by_path]
     if missing:
         raise ValueError(f"{run}/split.json names {len(missing)} frame(s) no longer in the run's data folders, "
