@@ -153,11 +153,12 @@ def test_skip_values_keep_every_correct_call_on_the_tuning_frames() -> None:
     probs, pres, truths = _case(3)
     params = PostprocessParams(presence_threshold=(0.5, 0.0, 0.6, 0.0), min_area=(0, 0, 0, 0))
     present = np.array([t.reshape(4, -1).any(axis=1) for t in truths])
-    skipping = with_skip(params, probs, pres, present, (256, 1600))
+    classes = [tuple(int(c) + 1 for c in np.flatnonzero(row)) for row in present]
+    skipping = with_skip(params, probs, pres, classes, (256, 1600))
     assert skipping.skip_below is not None and skipping.skip_below[0] == 0.5 and skipping.skip_below[2] == 0.6
     for n in range(len(probs)):
         before = postprocess(probs[n], pres[n], params).classes
         after = postprocess(probs[n], pres[n], skipping).classes
         correct = {c for c in before if present[n, c - 1]}
         assert correct <= set(after)
-    assert with_skip(params.model_copy(update={"gate": "soft"}), probs, pres, present, (256, 1600)).skip_below is None
+    assert with_skip(params.model_copy(update={"gate": "soft"}), probs, pres, classes, (256, 1600)).skip_below is None

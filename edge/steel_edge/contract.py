@@ -33,7 +33,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steel_edge.heads import HEADS, head_for
-from steel_edge.heads.seg import SKIP_INPUT as SEG_SKIP_INPUT
+from steel_edge.heads.seg import SKIP_INPUT  # a cascade seg model's second graph input
 from steel_edge.postprocess import PostprocessParams
 
 CONTRACT_SCHEMA: Final = "steel-edge.model/1"
@@ -42,7 +42,6 @@ METADATA_KEY = "steel_edge.contract"
 SEG_OUTPUTS = HEADS["seg"].outputs
 CLS_OUTPUTS = HEADS["cls"].outputs
 SEVERSTAL_CLASS_IDS = (1, 2, 3, 4)
-SKIP_INPUT = SEG_SKIP_INPUT  # a cascade seg model's second graph input (steel_edge.heads.seg)
 NORMALISATION = "grayscale 0..255 as float32; scaling happens inside the graph"
 
 

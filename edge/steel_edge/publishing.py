@@ -108,8 +108,7 @@ class PublishStage:
         f.done()
         self.frames_processed += 1
         self.shared.stats.frame_out(latency)
-        params = item.params or item.model.contract.postprocess
-        if item.model.kind == "seg" and params is not None and params.skips(result.presence):
+        if item.model.kind == "seg" and item.params is not None and item.params.skips(result.presence):
             self.shared.stats.tile_skipped()
         if self.saver is not None:
             masks = result.masks if result.masks.shape[0] else None

@@ -219,10 +219,8 @@ def finish_seg_run(model: Any, val_src: Any, cfg: Any, out: Path, data_names: Se
         tuning = [vars(r) for r in report]
     params = PostprocessParams(gate=defaults.gate, **chosen)
     if defaults.tune and defaults.tune_skip:
-        keep_items = [item for item, k in zip(items, keep, strict=True) if k]
         params = with_skip(params, probs[keep], None if presence is None else presence[keep],
-                           np.array([[c in item.classes for c in range(1, NUM_CLASSES + 1)] for item in keep_items]),
-                           (HEIGHT, WIDTH))
+                           [item.classes for item, k in zip(items, keep, strict=True) if k], (HEIGHT, WIDTH))
     (out / "postprocess.json").write_text(params.model_dump_json(indent=2))
     groups = [data_names[r.source] for r in val_src.records]
     before, _ = score_seg([(items, probs, presence)], default_params, groups=groups)

@@ -32,7 +32,7 @@ import numpy as np
 
 from steel_edge.configfile import dump_config
 from steel_edge.data.rle import HEIGHT, WIDTH
-from steel_edge.data.severstal import NUM_CLASSES, SeverstalImage
+from steel_edge.data.severstal import SeverstalImage
 from steel_train.config import TrainConfig
 from steel_train.evaluate import all_empty_per_image, gain_over_all_empty
 
@@ -151,9 +151,8 @@ def fit_oof(folders: Sequence[Path | str], cfg: TrainConfig, out: Path | str) ->
         if oof_nested is not None and oof_nested > oof_default:
             params, choice = PostprocessParams(gate=d.gate, **chosen), "tuned"
         if d.tune_skip:
-            present = np.array([[c in item.classes for c in range(1, NUM_CLASSES + 1)]
-                                for g in folds for item in g["items"]])
-            params = with_skip(params, probs, presence, present, (HEIGHT, WIDTH))
+            params = with_skip(params, probs, presence, [item.classes for g in folds for item in g["items"]],
+                               (HEIGHT, WIDTH))
     log.info("out-of-fold Dice on %d images: default post-processing %.4f, tuned on other folds %s; keeping %s",
              len(default_dice), oof_default, "-" if oof_nested is None else f"{oof_nested:.4f}", choice)
     # The honest per-image figures of the post-processing kept, against predicting nothing on the same images.

@@ -197,15 +197,17 @@ def skip_thresholds(presence: np.ndarray, found: np.ndarray, present: np.ndarray
     return a, b, c3, d
 
 
-def with_skip(params: PostprocessParams, probs: np.ndarray, presence: np.ndarray | None, present: np.ndarray,
-              frame_size: tuple[int, int]) -> PostprocessParams:
-    """``params`` with ``skip_below`` set from tuning predictions (``skip_thresholds``); unchanged without a
-    hard gate or presence head, where the rule does not apply."""
+def with_skip(params: PostprocessParams, probs: np.ndarray, presence: np.ndarray | None,
+              classes: Sequence[Sequence[int]], frame_size: tuple[int, int]) -> PostprocessParams:
+    """``params`` with ``skip_below`` set from tuning predictions (``skip_thresholds``); ``classes`` are the class ids
+    (1-based) each tuning image has. Unchanged without a hard gate or presence head, where the rule does not apply."""
     if presence is None or params.gate != "hard":
         return params
-    found = np.array([masks_only(probs[n], presence[n], params, frame_size).reshape(probs.shape[1], -1).any(axis=1)
-                      for n in range(len(probs))]).reshape(-1, probs.shape[1])
-    skip = skip_thresholds(presence, found, np.asarray(present, bool), params.presence_threshold)
+    n_classes = probs.shape[1]
+    found = np.array([masks_only(probs[n], presence[n], params, frame_size).reshape(n_classes, -1).any(axis=1)
+                      for n in range(len(probs))]).reshape(-1, n_classes)
+    present = np.array([[c + 1 in have for c in range(n_classes)] for have in classes], bool).reshape(-1, n_classes)
+    skip = skip_thresholds(presence, found, present, params.presence_threshold)
     return PostprocessParams.model_validate({**params.model_dump(), "skip_below": skip})
 
 
