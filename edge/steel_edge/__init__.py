@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 # OpenCV reads this once, when cv2 is first imported: refuse to decode images over 2^26 pixels (a
 # decompression bomb) even if one got past steel_edge.data.imageio's own header check.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 26))
 
-try:
-    __version__ = version("steel-edge")
-except PackageNotFoundError:  # running from a checkout with PYTHONPATH=edge:train:export
-    __version__ = "0.0.0+checkout"
+
+def __getattr__(name: str) -> Any:
+    """``steel_edge.__version__`` on first use: importlib.metadata (email, zipfile, csv ...) costs the daemon's
+    start 20-50 ms, and nothing on its path needs the version."""
+    if name != "__version__":
+        raise AttributeError(f"module 'steel_edge' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("steel-edge")
+    except PackageNotFoundError:  # running from a checkout with PYTHONPATH=edge:train:export
+        found = "0.0.0+checkout"
+    globals()["__version__"] = found
+    return found

@@ -58,11 +58,16 @@ import os
 import stat
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import zmq
-import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
+
+# zmq.auth (and through it asyncio) is imported where a key is loaded or the ZAP thread starts: a daemon
+# without CURVE never pays its 15-30 ms at start.
 
 __all__ = [
     "CurveServer",
@@ -120,6 +125,8 @@ def _load(path: Path) -> tuple[bytes, bytes | None]:
     path = Path(path)
     if not path.is_file():
         raise SecurityError(f"{path}: key file not found")
+    import zmq.auth
+
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
@@ -289,6 +296,8 @@ class CurveServer:
         """Start the ZAP handler thread that checks each client key against the allow-list."""
         if self._auth is not None:
             return
+        from zmq.auth.thread import ThreadAuthenticator
+
         auth = ThreadAuthenticator(self.context)
         auth.start()
         self._auth = auth
