@@ -11,8 +11,9 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 26))
 
 
 def __getattr__(name: str) -> Any:
-    """``steel_edge.__version__`` on first use: importlib.metadata (email, zipfile, csv ...) costs the daemon's
-    start 20-50 ms, and nothing on its path needs the version."""
+    """``steel_edge.__version__`` on first use: nothing on the daemon's path needs the version, and
+    importlib.metadata (email, zipfile, csv ...) is start-up time (with the lazy zmq.auth: 9-15 ms off the first
+    event, benchmarks/first_event.py)."""
     if name != "__version__":
         raise AttributeError(f"module 'steel_edge' has no attribute {name!r}")
     from importlib.metadata import PackageNotFoundError, version

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
 
 # zmq.auth (and through it asyncio) is imported where a key is loaded or the ZAP thread starts: a daemon
-# without CURVE never pays its 15-30 ms at start.
+# without CURVE never pays for them at start.
 
 __all__ = [
     "CurveServer",
